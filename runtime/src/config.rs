@@ -1,0 +1,535 @@
+//! The pipeline file: one TOML document describing source, operators, sinks
+//! and limits.
+//!
+//! Every key is documented once, on its field, with its default and unit.
+//! Unknown keys are errors. All errors name the file, line and column, and the
+//! key path (`operators[0].component`), so a user can go straight to the
+//! offending line.
+//!
+//! Relative paths in the file are resolved against the directory holding the
+//! pipeline file, never against the current directory.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A pipeline file that parsed and passed validation.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// Where the file was read from.
+    pub file: PathBuf,
+    /// The parsed content, with relative paths already resolved.
+    pub spec: PipelineSpec,
+}
+
+/// The content of a pipeline file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSpec {
+    /// Name of the pipeline. Required. Used in logs, checkpoint paths and
+    /// (later) transactional ids, so keep it stable across deploys.
+    pub name: String,
+    /// Where records come from. Required.
+    pub source: SourceSpec,
+    /// The operator chain, in order. May be empty (records flow straight to
+    /// the `main` sink).
+    #[serde(default)]
+    pub operators: Vec<OperatorSpec>,
+    /// Sinks by name. The main stream of the last operator goes to `main`;
+    /// side outputs go to the sink of the name the operator gives.
+    pub sinks: BTreeMap<String, SinkSpec>,
+    /// How records are grouped into calls.
+    #[serde(default)]
+    pub batch: BatchSpec,
+    /// Resource limits for every operator instance.
+    #[serde(default)]
+    pub limits: LimitsSpec,
+    /// What to do with a record that an operator cannot process.
+    #[serde(default)]
+    pub errors: ErrorsSpec,
+}
+
+/// `[source]`: where records come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SourceSpec {
+    /// Newline-delimited records in a local file. Replayable from any line.
+    File {
+        /// Path of the file (relative to the pipeline file). Required.
+        path: PathBuf,
+        /// How a line becomes a record. Default `lines`.
+        #[serde(default)]
+        format: LineFormat,
+        /// Longest accepted line in bytes, without the newline. A longer line
+        /// is malformed (the error policy applies). Default 1 MiB.
+        #[serde(default = "default_max_line_bytes")]
+        max_line_bytes: usize,
+    },
+    /// A deterministic generator of synthetic records, for benchmarks and
+    /// tests. Record `i` is a pure function of `(profile, seed, i)`.
+    Generator {
+        /// Shape of the records. Required.
+        profile: crate::source::GeneratorProfile,
+        /// How many records to produce. Required.
+        records: u64,
+        /// Seed of the generator. Default 0.
+        #[serde(default)]
+        seed: u64,
+    },
+}
+
+fn default_max_line_bytes() -> usize {
+    1 << 20
+}
+
+/// How a line of a file source becomes a record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LineFormat {
+    /// The line's bytes are the value; no key, no timestamp. Any bytes are
+    /// accepted except a line longer than `max_line_bytes`.
+    #[default]
+    Lines,
+    /// Each line is a JSON object `{"key": string?, "value": string,
+    /// "timestamp_ms": integer?, "headers": {name: string}?}`. A line that is
+    /// not such an object is malformed.
+    Jsonl,
+}
+
+/// `[[operators]]`: one operator of the chain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorSpec {
+    /// Name of the operator, unique in the pipeline. Required. Appears in
+    /// every error and log line about the operator.
+    pub name: String,
+    /// Path of the `.wasm` component (relative to the pipeline file).
+    /// Required.
+    pub component: PathBuf,
+    /// Configuration handed to the operator's `init`, as `(key, value)`
+    /// strings sorted by key. Strings, integers, floats and booleans are
+    /// accepted and passed in their TOML text form. Default empty.
+    #[serde(default)]
+    pub config: BTreeMap<String, ConfigValue>,
+}
+
+/// A scalar in an operator's `config` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ConfigValue {
+    /// A boolean.
+    Bool(bool),
+    /// An integer.
+    Integer(i64),
+    /// A float.
+    Float(f64),
+    /// A string.
+    String(String),
+}
+
+impl fmt::Display for ConfigValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigValue::Bool(b) => write!(f, "{b}"),
+            ConfigValue::Integer(i) => write!(f, "{i}"),
+            ConfigValue::Float(x) => write!(f, "{x}"),
+            ConfigValue::String(s) => f.write_str(s),
+        }
+    }
+}
+
+impl OperatorSpec {
+    /// The configuration as `init` receives it.
+    pub fn init_config(&self) -> Vec<(String, String)> {
+        self.config
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect()
+    }
+}
+
+/// `[sinks.NAME]`: where outputs go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SinkSpec {
+    /// Appends each output's value and a newline to a local file. Created
+    /// (with its directory) if missing; truncated at the start of a run.
+    File {
+        /// Path of the file (relative to the pipeline file). Required.
+        path: PathBuf,
+    },
+    /// Writes each output's value and a newline to standard output.
+    Stdout,
+    /// Counts outputs and drops them. For benchmarks.
+    Null,
+}
+
+/// `[batch]`: how records are grouped into calls to `process`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSpec {
+    /// Most records in one call. Larger batches amortize the call overhead;
+    /// smaller ones bound latency and the work lost to a trap. Default 1024,
+    /// range 1..=65536.
+    #[serde(default = "default_batch_records")]
+    pub max_records: usize,
+}
+
+fn default_batch_records() -> usize {
+    1024
+}
+
+impl Default for BatchSpec {
+    fn default() -> Self {
+        BatchSpec {
+            max_records: default_batch_records(),
+        }
+    }
+}
+
+/// `[limits]`: resources an operator instance may use.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    /// CPU budget in fuel units (about one per WebAssembly instruction) per
+    /// record of a batch; a batch of n records may use n times this. A call
+    /// that runs out traps with "CPU limit exceeded". Default 10,000,000.
+    #[serde(default = "default_fuel_per_record")]
+    pub fuel_per_record: u64,
+    /// Largest linear memory an instance may grow to, in MiB. A guest that
+    /// asks for more is refused the memory (it usually traps) and the error
+    /// says "memory limit reached". Default 512.
+    #[serde(default = "default_memory_mib")]
+    pub memory_mib: u64,
+}
+
+fn default_fuel_per_record() -> u64 {
+    10_000_000
+}
+
+fn default_memory_mib() -> u64 {
+    512
+}
+
+impl Default for LimitsSpec {
+    fn default() -> Self {
+        LimitsSpec {
+            fuel_per_record: default_fuel_per_record(),
+            memory_mib: default_memory_mib(),
+        }
+    }
+}
+
+/// `[errors]`: what happens to a record that cannot be processed (malformed
+/// at the source, refused by an operator, or making an operator trap).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorsSpec {
+    /// `stop` (default): stop the pipeline with an error naming the operator,
+    /// the record's position and the reason. `dead-letter`: write the record
+    /// and the reason to the sink named by `dead_letter_sink` and continue.
+    #[serde(default)]
+    pub policy: ErrorPolicy,
+    /// Sink that receives dead letters, as JSON lines. Required when
+    /// `policy = "dead-letter"`; must name a sink in `[sinks]`.
+    #[serde(default)]
+    pub dead_letter_sink: Option<String>,
+}
+
+impl Default for ErrorsSpec {
+    fn default() -> Self {
+        ErrorsSpec {
+            policy: ErrorPolicy::Stop,
+            dead_letter_sink: None,
+        }
+    }
+}
+
+/// See [`ErrorsSpec::policy`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorPolicy {
+    /// Stop the pipeline.
+    #[default]
+    Stop,
+    /// Write to the dead-letter sink and continue.
+    DeadLetter,
+}
+
+/// Name of the sink that receives the last operator's main stream.
+pub const MAIN_SINK: &str = "main";
+
+/// A pipeline file that cannot be used, with where and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read pipeline file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or does not fit the schema.
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong, as the TOML parser says it.
+        message: String,
+    },
+    /// A value is well-formed but not usable.
+    #[error("{}{}: {key}: {message}", path.display(), location.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Line and column of the key, when it appears in the file.
+        location: Option<(usize, usize)>,
+        /// Key path, e.g. `operators[1].component`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Pipeline {
+    /// Reads, parses and validates a pipeline file.
+    pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Pipeline::parse(path, &text)
+    }
+
+    /// Parses and validates pipeline text that was read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
+        let mut spec: PipelineSpec = toml::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map(|s| line_column(text, s.start))
+                .unwrap_or((1, 1));
+            ConfigError::Syntax {
+                path: path.to_owned(),
+                line,
+                column,
+                message: e.message().to_owned(),
+            }
+        })?;
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            location: locate(text, key),
+            key: key.to_owned(),
+            message,
+        };
+        validate(&spec).map_err(|(key, message)| invalid(&key, message))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        resolve_paths(&mut spec, base);
+        Ok(Pipeline {
+            file: path.to_owned(),
+            spec,
+        })
+    }
+}
+
+/// Checks what the schema cannot express. Returns the key path and message.
+fn validate(spec: &PipelineSpec) -> Result<(), (String, String)> {
+    if spec.name.trim().is_empty() {
+        return Err(("name".into(), "must not be empty".into()));
+    }
+    if !(1..=65536).contains(&spec.batch.max_records) {
+        return Err((
+            "batch.max_records".into(),
+            format!("must be in 1..=65536, got {}", spec.batch.max_records),
+        ));
+    }
+    if spec.limits.fuel_per_record == 0 {
+        return Err(("limits.fuel_per_record".into(), "must be > 0".into()));
+    }
+    if !(1..=4096).contains(&spec.limits.memory_mib) {
+        return Err((
+            "limits.memory_mib".into(),
+            format!("must be in 1..=4096, got {}", spec.limits.memory_mib),
+        ));
+    }
+    let mut names = std::collections::HashSet::new();
+    for (i, op) in spec.operators.iter().enumerate() {
+        if op.name.is_empty() {
+            return Err((format!("operators[{i}].name"), "must not be empty".into()));
+        }
+        if !names.insert(op.name.as_str()) {
+            return Err((
+                format!("operators[{i}].name"),
+                format!("operator name `{}` is used twice", op.name),
+            ));
+        }
+    }
+    if spec.sinks.is_empty() {
+        return Err(("sinks".into(), "at least one sink is required".into()));
+    }
+    match (spec.errors.policy, &spec.errors.dead_letter_sink) {
+        (ErrorPolicy::DeadLetter, None) => {
+            return Err((
+                "errors.dead_letter_sink".into(),
+                "required when policy = \"dead-letter\"".into(),
+            ));
+        }
+        (_, Some(name)) if !spec.sinks.contains_key(name) => {
+            return Err((
+                "errors.dead_letter_sink".into(),
+                format!(
+                    "no sink named `{name}` (sinks: {})",
+                    spec.sinks.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn resolve_paths(spec: &mut PipelineSpec, base: &Path) {
+    let resolve = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    };
+    if let SourceSpec::File { path, .. } = &mut spec.source {
+        resolve(path);
+    }
+    for op in &mut spec.operators {
+        resolve(&mut op.component);
+    }
+    for sink in spec.sinks.values_mut() {
+        if let SinkSpec::File { path } = sink {
+            resolve(path);
+        }
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+    (line, column)
+}
+
+/// Finds where a key path such as `operators[1].component` is written.
+fn locate(text: &str, key_path: &str) -> Option<(usize, usize)> {
+    use toml::de::{DeTable, DeValue};
+    let doc = DeTable::parse(text).ok()?;
+    let mut table = doc.get_ref();
+    let mut span = None;
+    let mut parts = key_path.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let (name, index) = match part.split_once('[') {
+            Some((n, rest)) => (n, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        let (key, value) = table.iter().find(|(k, _)| k.get_ref() == name)?;
+        span = Some(key.span());
+        let mut value = value.get_ref();
+        if let Some(i) = index {
+            let item = value.as_array()?.get(i)?;
+            value = item.get_ref();
+        }
+        if parts.peek().is_some() {
+            table = match value {
+                DeValue::Table(t) => t,
+                _ => return None,
+            };
+        }
+    }
+    span.map(|s| line_column(text, s.start))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Pipeline, String> {
+        Pipeline::parse(Path::new("/p/pipeline.toml"), text).map_err(|e| e.to_string())
+    }
+
+    const MINIMAL: &str = r#"
+name = "t"
+[source]
+kind = "file"
+path = "in.csv"
+[[operators]]
+name = "op"
+component = "op.wasm"
+[operators.config]
+ttl_minutes = 60
+flag = true
+[sinks.main]
+kind = "file"
+path = "out/x.csv"
+"#;
+
+    #[test]
+    fn minimal_file_parses_with_defaults_and_resolved_paths() -> Result<(), String> {
+        let p = parse(MINIMAL)?;
+        assert_eq!(p.spec.batch.max_records, 1024);
+        assert_eq!(p.spec.limits.memory_mib, 512);
+        assert_eq!(p.spec.errors.policy, ErrorPolicy::Stop);
+        assert_eq!(p.spec.operators[0].component, PathBuf::from("/p/op.wasm"));
+        assert_eq!(
+            p.spec.operators[0].init_config(),
+            vec![
+                ("flag".to_string(), "true".to_string()),
+                ("ttl_minutes".to_string(), "60".to_string())
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_column_and_key() {
+        let text = MINIMAL.replace("[batch]", "") + "[batch]\nmax_record = 3\n";
+        let err = parse(&text).err().unwrap_or_default();
+        assert!(err.starts_with("/p/pipeline.toml:17:1: "), "{err}");
+        assert!(err.contains("unknown field `max_record`"), "{err}");
+    }
+
+    #[test]
+    fn unknown_source_kind_is_an_error() {
+        let err = parse(&MINIMAL.replace("kind = \"file\"\npath = \"in", "kind = \"ftp\"\npath = \"in"))
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("/p/pipeline.toml:4:"), "{err}");
+        assert!(err.contains("ftp"), "{err}");
+    }
+
+    #[test]
+    fn semantic_error_is_located() {
+        let text = MINIMAL.to_string() + "[errors]\npolicy = \"dead-letter\"\ndead_letter_sink = \"dlq\"\n";
+        let err = parse(&text).err().unwrap_or_default();
+        assert_eq!(
+            err,
+            "/p/pipeline.toml:19:1: errors.dead_letter_sink: no sink named `dlq` (sinks: main)"
+        );
+    }
+
+    #[test]
+    fn duplicate_operator_name_is_located() {
+        let text = MINIMAL.to_string() + "[[operators]]\nname = \"op\"\ncomponent = \"b.wasm\"\n";
+        let err = parse(&text).err().unwrap_or_default();
+        assert!(err.contains(":7:1: operators[0].name") || err.contains("operators[1].name"), "{err}");
+        assert!(err.contains("used twice"), "{err}");
+    }
+
+    #[test]
+    fn batch_size_range_is_checked() {
+        let text = MINIMAL.to_string() + "[batch]\nmax_records = 0\n";
+        let err = parse(&text).err().unwrap_or_default();
+        assert!(err.contains("batch.max_records: must be in 1..=65536, got 0"), "{err}");
+    }
+}

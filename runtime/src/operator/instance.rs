@@ -1,0 +1,278 @@
+//! One running operator instance.
+
+use std::sync::Arc;
+
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::OperatorError;
+use super::bindings::weir::operator::{host, types};
+use super::bindings::{Operator, OperatorPre};
+use super::guest_output::GuestOutput;
+use super::load::ComponentCache;
+use crate::record::{BatchResult, Record};
+
+/// Resource limits of an instance.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Fuel per record of a batch.
+    pub fuel_per_record: u64,
+    /// Largest linear memory, in bytes.
+    pub memory_bytes_max: u64,
+}
+
+/// `init` may do setup work (build tables, parse config): it gets the budget
+/// of this many records.
+const INIT_FUEL_RECORDS: u64 = 1024;
+
+/// Largest table an instance may grow to, in elements.
+const TABLE_ELEMENTS_MAX: usize = 1 << 20;
+
+/// Why a call into the guest failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Fault {
+    /// The guest trapped (a panic, `unreachable`, out-of-bounds access...).
+    #[error("trapped: {trap}{}", guest_said(.guest_output))]
+    Trap {
+        /// The trap, as wasmtime describes it.
+        trap: String,
+        /// What the guest printed to stdout/stderr in this call (tail).
+        guest_output: String,
+    },
+    /// The call used all its fuel.
+    #[error("CPU limit exceeded: the batch of {records} record(s) used its whole budget of {fuel} fuel ({fuel_per_record} per record; raise limits.fuel_per_record if the work is legitimate)")]
+    Fuel {
+        /// Records in the batch.
+        records: usize,
+        /// The budget of the call.
+        fuel: u64,
+        /// The configured per-record budget.
+        fuel_per_record: u64,
+    },
+    /// The guest needed more memory than allowed.
+    #[error("memory limit reached: the guest asked to grow its memory to {requested_bytes} bytes, over limits.memory_mib = {limit_mib}{}", guest_said(.guest_output))]
+    Memory {
+        /// What the guest asked for.
+        requested_bytes: u64,
+        /// The limit.
+        limit_mib: u64,
+        /// What the guest printed.
+        guest_output: String,
+    },
+}
+
+fn guest_said(output: &str) -> String {
+    if output.is_empty() {
+        String::new()
+    } else {
+        format!("; the guest printed: {output}")
+    }
+}
+
+/// Per-store host state.
+pub struct HostState {
+    operator: Arc<str>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for HostState {}
+
+impl host::Host for HostState {
+    fn log(&mut self, level: types::Level, message: String) {
+        let operator = &*self.operator;
+        match level {
+            types::Level::Trace => tracing::trace!(operator, "{message}"),
+            types::Level::Debug => tracing::debug!(operator, "{message}"),
+            types::Level::Info => tracing::info!(operator, "{message}"),
+            types::Level::Warn => tracing::warn!(operator, "{message}"),
+            types::Level::Error => tracing::error!(operator, "{message}"),
+        }
+    }
+}
+
+/// Refuses memory growth past the limit and remembers that it did, so a
+/// resulting trap is reported as what it is.
+struct MemoryLimiter {
+    memory_bytes_max: u64,
+    refused_bytes: Option<u64>,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired as u64 > self.memory_bytes_max {
+            self.refused_bytes = Some(desired as u64);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= TABLE_ELEMENTS_MAX)
+    }
+}
+
+/// The linker every operator is instantiated with: weir's host interface and
+/// WASI with no filesystem, network, environment or arguments granted.
+pub fn new_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    Operator::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
+    Ok(linker)
+}
+
+/// A component compiled, checked and linked; instantiate it once per task.
+pub struct PreparedOperator {
+    name: Arc<str>,
+    engine: Engine,
+    pre: OperatorPre<HostState>,
+    config: Vec<(String, String)>,
+    limits: Limits,
+}
+
+impl PreparedOperator {
+    /// Loads the component at `path` and links it.
+    pub fn prepare(
+        engine: &Engine,
+        linker: &Linker<HostState>,
+        cache: &ComponentCache,
+        name: &str,
+        path: &std::path::Path,
+        config: Vec<(String, String)>,
+        limits: Limits,
+    ) -> Result<PreparedOperator, OperatorError> {
+        let component: Component = cache.load(engine, name, path)?;
+        let link_error = |e: wasmtime::Error| OperatorError::Link {
+            operator: name.to_owned(),
+            message: format!("{e:#}"),
+        };
+        let instance_pre = linker.instantiate_pre(&component).map_err(link_error)?;
+        let pre = OperatorPre::new(instance_pre).map_err(link_error)?;
+        Ok(PreparedOperator {
+            name: name.into(),
+            engine: engine.clone(),
+            pre,
+            config,
+            limits,
+        })
+    }
+
+    /// The operator's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A fresh instance, initialized with the operator's configuration.
+    pub fn instantiate(&self) -> Result<OperatorInstance, OperatorError> {
+        let stdout = GuestOutput::new(self.name.clone(), "stdout");
+        let stderr = GuestOutput::new(self.name.clone(), "stderr");
+        let wasi = WasiCtx::builder().stdout(stdout.clone()).stderr(stderr.clone()).build();
+        let state = HostState {
+            operator: self.name.clone(),
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                memory_bytes_max: self.limits.memory_bytes_max,
+                refused_bytes: None,
+            },
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        let init_error = |message: String| OperatorError::Init {
+            operator: self.name.to_string(),
+            message,
+        };
+        store
+            .set_fuel(self.limits.fuel_per_record.saturating_mul(INIT_FUEL_RECORDS))
+            .map_err(|e| init_error(format!("{e:#}")))?;
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| init_error(format!("instantiation failed: {e:#}")))?;
+        let result = bindings.weir_operator_handler().call_init(&mut store, &self.config);
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => return Err(init_error(message)),
+            Err(e) => return Err(init_error(format!("trapped: {e:#}{}", guest_said(&stderr.tail())))),
+        }
+        Ok(OperatorInstance {
+            name: self.name.clone(),
+            store,
+            bindings,
+            limits: self.limits,
+            guest_output: [stdout, stderr],
+        })
+    }
+}
+
+/// A running instance. After a [`Fault`] it must not be called again.
+pub struct OperatorInstance {
+    name: Arc<str>,
+    store: Store<HostState>,
+    bindings: Operator,
+    limits: Limits,
+    guest_output: [GuestOutput; 2],
+}
+
+impl OperatorInstance {
+    /// The operator's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `process` on a non-empty batch.
+    pub fn process(&mut self, batch: &[Record]) -> Result<BatchResult, OperatorError> {
+        let fuel = self.limits.fuel_per_record.saturating_mul(batch.len() as u64);
+        for out in &self.guest_output {
+            out.clear_tail();
+        }
+        self.store.data_mut().limiter.refused_bytes = None;
+        let call = self.store.set_fuel(fuel).and_then(|()| {
+            self.bindings.weir_operator_handler().call_process(&mut self.store, batch)
+        });
+        call.map_err(|error| OperatorError::Fault {
+            operator: self.name.to_string(),
+            fault: self.classify(error, batch.len(), fuel),
+        })
+    }
+
+    fn classify(&self, error: wasmtime::Error, records: usize, fuel: u64) -> Fault {
+        let guest_output = self
+            .guest_output
+            .iter()
+            .map(GuestOutput::tail)
+            .filter(|t| !t.is_empty())
+            .collect::<Vec<_>>()
+            .join("\n");
+        if let Some(requested_bytes) = self.store.data().limiter.refused_bytes {
+            return Fault::Memory {
+                requested_bytes,
+                limit_mib: self.limits.memory_bytes_max >> 20,
+                guest_output,
+            };
+        }
+        if error.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) {
+            return Fault::Fuel {
+                records,
+                fuel,
+                fuel_per_record: self.limits.fuel_per_record,
+            };
+        }
+        let trap = match error.downcast_ref::<Trap>() {
+            Some(trap) => trap.to_string(),
+            None => format!("{error:#}"),
+        };
+        Fault::Trap { trap, guest_output }
+    }
+}

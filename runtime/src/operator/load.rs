@@ -1,0 +1,137 @@
+//! Loading a component: read, recognise, compile (once, cached on disk),
+//! and check that it implements the operator world before anything runs.
+
+use std::path::{Path, PathBuf};
+
+use wasmtime::Engine;
+use wasmtime::component::Component;
+use wasmtime::component::types::ComponentItem;
+
+use super::OperatorError;
+
+/// The export every operator must have, with the version this weir speaks.
+pub const HANDLER_EXPORT: &str = "weir:operator/handler@0.1.0";
+const HANDLER_PREFIX: &str = "weir:operator/handler@";
+const HANDLER_FUNCS: [&str; 2] = ["init", "process"];
+
+/// Compiled components on disk, keyed by the hash of the component's bytes
+/// and of the engine's configuration, so an upgrade or a config change never
+/// loads stale code.
+#[derive(Debug, Clone)]
+pub struct ComponentCache {
+    dir: Option<PathBuf>,
+}
+
+impl ComponentCache {
+    /// Caches under `dir`; `None` compiles every time.
+    pub fn new(dir: Option<PathBuf>) -> ComponentCache {
+        ComponentCache { dir }
+    }
+
+    /// The default place: `$WEIR_CACHE_DIR`, else `~/.cache/weir/components`.
+    pub fn default_dir() -> Option<PathBuf> {
+        if let Some(dir) = std::env::var_os("WEIR_CACHE_DIR") {
+            return Some(PathBuf::from(dir).join("components"));
+        }
+        dirs::cache_dir().map(|d| d.join("weir").join("components"))
+    }
+
+    /// Reads, validates and compiles the component for operator `operator`.
+    pub fn load(&self, engine: &Engine, operator: &str, path: &Path) -> Result<Component, OperatorError> {
+        let fail = |message: String| OperatorError::Load {
+            operator: operator.to_owned(),
+            path: path.to_owned(),
+            message,
+        };
+        let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read the component: {e}")))?;
+        if wasmparser::Parser::is_core_wasm(&bytes) {
+            return Err(fail(
+                "this is a core WebAssembly module, not a component; build the operator for \
+                 `wasm32-wasip2` (Rust) or wrap the module with `wasm-tools component new`"
+                    .into(),
+            ));
+        }
+        if !wasmparser::Parser::is_component(&bytes) {
+            return Err(fail("not a WebAssembly component (the file does not start with the wasm magic bytes and component version)".into()));
+        }
+        let component = self.compile(engine, &bytes).map_err(|e| fail(format!("invalid component: {e:#}")))?;
+        check_world(engine, &component).map_err(fail)?;
+        Ok(component)
+    }
+
+    fn compile(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
+        let Some(dir) = &self.dir else {
+            return Component::new(engine, bytes);
+        };
+        let file = dir.join(format!("{}-{}.cwasm", blake3::hash(bytes).to_hex(), engine_fingerprint(engine)));
+        if file.exists() {
+            match deserialize_cached(engine, &file) {
+                Ok(component) => return Ok(component),
+                Err(e) => tracing::warn!(file = %file.display(), "ignoring unusable cached component: {e:#}"),
+            }
+        }
+        let component = Component::new(engine, bytes)?;
+        if let Err(e) = store_cached(&component, dir, &file) {
+            tracing::warn!(dir = %dir.display(), "cannot cache the compiled component: {e:#}");
+        }
+        Ok(component)
+    }
+}
+
+fn engine_fingerprint(engine: &Engine) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    env!("CARGO_PKG_VERSION").hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+#[allow(unsafe_code)]
+fn deserialize_cached(engine: &Engine, file: &Path) -> wasmtime::Result<Component> {
+    // SAFETY: wasmtime requires that the file was produced by
+    // `Component::serialize` of a compatible engine and not modified since.
+    // Only `store_cached` writes this directory, atomically (temp + rename),
+    // under a name that includes the engine's compatibility hash; wasmtime
+    // also checks the header and engine settings before using the code.
+    unsafe { Component::deserialize_file(engine, file) }
+}
+
+fn store_cached(component: &Component, dir: &Path, file: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, component.serialize()?)?;
+    std::fs::rename(&tmp, file)?;
+    Ok(())
+}
+
+/// Checks the exports against the operator world, with a message that says
+/// what is missing and what to do.
+fn check_world(engine: &Engine, component: &Component) -> Result<(), String> {
+    let ty = component.component_type();
+    let exports: Vec<(String, ComponentItem)> =
+        ty.exports(engine).map(|(name, item)| (name.to_owned(), item.ty)).collect();
+    let Some((_, item)) = exports.iter().find(|(name, _)| name == HANDLER_EXPORT) else {
+        if let Some((name, _)) = exports.iter().find(|(name, _)| name.starts_with(HANDLER_PREFIX)) {
+            return Err(format!(
+                "the component implements `{name}`, but this weir runs `{HANDLER_EXPORT}`; \
+                 rebuild the operator against the WIT shipped with this weir (wit/operator.wit)"
+            ));
+        }
+        let names: Vec<&str> = exports.iter().map(|(n, _)| n.as_str()).collect();
+        return Err(format!(
+            "the component does not implement the weir operator world: it has no export `{HANDLER_EXPORT}` \
+             (its exports: {}); build it against wit/operator.wit, world `operator`",
+            if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+        ));
+    };
+    let ComponentItem::ComponentInstance(instance) = item else {
+        return Err(format!("export `{HANDLER_EXPORT}` is not an instance"));
+    };
+    let funcs: Vec<String> = instance.exports(engine).map(|(n, _)| n.to_owned()).collect();
+    for f in HANDLER_FUNCS {
+        if !funcs.iter().any(|n| n == f) {
+            return Err(format!("export `{HANDLER_EXPORT}` lacks function `{f}` (it has: {})", funcs.join(", ")));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! The operator host: runs one WebAssembly component operator, sandboxed and
+//! bounded.
+//!
+//! [`PreparedOperator`] is a component compiled and linked once per process;
+//! [`OperatorInstance`] is one running instance (one per task) with its own
+//! store, fuel budget and memory limit.
+//!
+//! **Architecture Invariant:** this module knows nothing about sources,
+//! sinks or positions. It turns a batch of records into a batch result or a
+//! [`Fault`]; the pipeline says which record it was.
+
+pub mod bindings;
+mod engine;
+mod guest_output;
+mod instance;
+mod load;
+
+pub use engine::new_engine;
+pub use instance::{Fault, Limits, OperatorInstance, PreparedOperator, new_linker};
+pub use load::{ComponentCache, HANDLER_EXPORT};
+
+use std::path::PathBuf;
+
+/// An operator that cannot be loaded, started or run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OperatorError {
+    /// The component file is missing, not a component, or not an operator.
+    #[error("operator `{operator}` ({}): {message}", path.display())]
+    Load {
+        /// The operator's name.
+        operator: String,
+        /// The component file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The component needs imports weir does not provide.
+    #[error("operator `{operator}`: cannot be linked: {message}")]
+    Link {
+        /// The operator's name.
+        operator: String,
+        /// What is missing, as wasmtime reports it.
+        message: String,
+    },
+    /// `init` returned an error or trapped.
+    #[error("operator `{operator}`: init failed: {message}")]
+    Init {
+        /// The operator's name.
+        operator: String,
+        /// The operator's own message, or the trap.
+        message: String,
+    },
+    /// A call to `process` failed; the instance is unusable afterwards.
+    #[error("operator `{operator}`: {fault}")]
+    Fault {
+        /// The operator's name.
+        operator: String,
+        /// What went wrong.
+        fault: Fault,
+    },
+}

@@ -1,0 +1,74 @@
+//! Turns a pipeline spec into live parts: source, sinks, prepared operators.
+
+use crate::config::{MAIN_SINK, Pipeline, SinkSpec, SourceSpec};
+use crate::operator::{ComponentCache, Limits, PreparedOperator, new_engine, new_linker};
+use crate::sink::{LineSink, NullSink, Sink};
+use crate::source::{FileSource, GeneratorSource, Source};
+
+use super::PipelineError;
+
+/// Sinks in a fixed order, found by name.
+pub struct Sinks {
+    /// `(name, sink)`, sorted by name.
+    pub entries: Vec<(String, Box<dyn Sink>)>,
+}
+
+impl Sinks {
+    /// Index of the sink called `name`.
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.entries.iter().position(|(n, _)| n == name)
+    }
+
+    /// Names, for messages.
+    pub fn names(&self) -> String {
+        self.entries.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// Opens the pipeline's source.
+pub fn source(pipeline: &Pipeline) -> Result<Box<dyn Source>, PipelineError> {
+    Ok(match &pipeline.spec.source {
+        SourceSpec::File {
+            path,
+            format,
+            max_line_bytes,
+        } => Box::new(FileSource::open(path, *format, *max_line_bytes)?),
+        SourceSpec::Generator { profile, records, seed } => {
+            Box::new(GeneratorSource::new(*profile, *seed, *records))
+        }
+    })
+}
+
+/// Opens every sink (file sinks are created or truncated).
+pub fn sinks(pipeline: &Pipeline) -> Result<Sinks, PipelineError> {
+    let mut entries: Vec<(String, Box<dyn Sink>)> = Vec::new();
+    for (name, spec) in &pipeline.spec.sinks {
+        let sink: Box<dyn Sink> = match spec {
+            SinkSpec::File { path } => Box::new(LineSink::create_file(name, path)?),
+            SinkSpec::Stdout => Box::new(LineSink::stdout(name)),
+            SinkSpec::Null => Box::new(NullSink::new(name)),
+        };
+        entries.push((name.clone(), sink));
+    }
+    let _ = MAIN_SINK;
+    Ok(Sinks { entries })
+}
+
+/// Compiles (or loads from cache), checks and links every operator.
+pub fn operators(pipeline: &Pipeline, cache: &ComponentCache) -> Result<Vec<PreparedOperator>, PipelineError> {
+    let engine = new_engine().map_err(|e| PipelineError::Engine(format!("{e:#}")))?;
+    let linker = new_linker(&engine).map_err(|e| PipelineError::Engine(format!("{e:#}")))?;
+    let limits = Limits {
+        fuel_per_record: pipeline.spec.limits.fuel_per_record,
+        memory_bytes_max: pipeline.spec.limits.memory_mib << 20,
+    };
+    pipeline
+        .spec
+        .operators
+        .iter()
+        .map(|op| {
+            PreparedOperator::prepare(&engine, &linker, cache, &op.name, &op.component, op.init_config(), limits)
+                .map_err(PipelineError::from)
+        })
+        .collect()
+}

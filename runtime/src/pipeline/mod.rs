@@ -1,0 +1,121 @@
+//! The pipeline driver: source -> operator chain -> sinks, with the error
+//! policy applied to every record that cannot be processed.
+//!
+//! One [`task::Task`] runs the whole chain for one source (one input
+//! partition, later). Its loop reads a batch, hands it through the chain,
+//! routes the outputs, and writes them. A batch is atomic: if any operator
+//! faults on it, none of its outputs are written.
+//!
+//! **Architecture Invariant:** a fault never loses operator state silently.
+//! After a trap the instances are rebuilt from the task's restore point by
+//! replaying the batches journaled since (outputs suppressed); the record
+//! that trapped is then removed from the stream. Today the restore point is
+//! the start of the input; checkpoints move it forward.
+
+mod build;
+mod chain;
+mod dead_letter;
+mod summary;
+mod task;
+
+pub use dead_letter::Origin;
+pub use summary::{OperatorStats, SinkStats, Summary};
+
+use crate::config::Pipeline;
+use crate::operator::{ComponentCache, Fault, OperatorError};
+use crate::sink::SinkError;
+use crate::source::SourceError;
+
+/// How to run a pipeline.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Where compiled components are cached.
+    pub cache: ComponentCache,
+}
+
+/// Runs a pipeline to the end of its (bounded) source.
+pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<Summary, PipelineError> {
+    let operators = build::operators(pipeline, &options.cache)?;
+    let source = build::source(pipeline)?;
+    let sinks = build::sinks(pipeline)?;
+    task::Task::new(pipeline, operators, source, sinks)?.run()
+}
+
+/// Checks a pipeline without running it: the file, the components and their
+/// links. Returns the operators' names.
+pub fn validate(pipeline: &Pipeline, options: &RunOptions) -> Result<Vec<String>, PipelineError> {
+    let operators = build::operators(pipeline, &options.cache)?;
+    Ok(operators.iter().map(|o| o.name().to_owned()).collect())
+}
+
+/// Why a pipeline stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// The source failed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// A sink failed.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// An operator could not be loaded or started.
+    #[error(transparent)]
+    Operator(#[from] OperatorError),
+    /// The WebAssembly engine could not be set up.
+    #[error("cannot set up the WebAssembly engine: {0}")]
+    Engine(String),
+    /// An operator faulted on a record (error policy `stop`).
+    #[error("operator `{operator}` failed on {source_name} {origin}: {fault}{STOP_HINT}")]
+    Fault {
+        /// The operator.
+        operator: String,
+        /// The source.
+        source_name: String,
+        /// Which record.
+        origin: Origin,
+        /// What happened.
+        fault: Fault,
+    },
+    /// An operator rejected a record (error policy `stop`).
+    #[error("operator `{operator}` rejected the record at {source_name} {origin}: {reason}{STOP_HINT}")]
+    Rejected {
+        /// The operator.
+        operator: String,
+        /// The source.
+        source_name: String,
+        /// Which record.
+        origin: Origin,
+        /// The operator's reason.
+        reason: String,
+    },
+    /// The source held a malformed record (error policy `stop`).
+    #[error("{source_name}: malformed record at {origin}: {reason}{STOP_HINT}")]
+    Malformed {
+        /// The source.
+        source_name: String,
+        /// Which record.
+        origin: Origin,
+        /// Why.
+        reason: String,
+    },
+    /// An operator addressed an output to a sink the pipeline lacks.
+    #[error("operator `{operator}` wrote to sink `{sink}`, but the pipeline has no sink of that name (sinks: {known}); add [sinks.{sink}] to the pipeline file")]
+    UnknownSink {
+        /// The operator.
+        operator: String,
+        /// The name it used (`main` for the main stream).
+        sink: String,
+        /// The sinks there are.
+        known: String,
+    },
+    /// Replaying journaled input did not reproduce the operators' behaviour.
+    #[error("operator `{operator}` is not deterministic: replaying records it had processed before failed: {detail}")]
+    NotDeterministic {
+        /// The operator.
+        operator: String,
+        /// What diverged.
+        detail: String,
+    },
+}
+
+const STOP_HINT: &str = "\n(errors.policy is \"stop\"; set policy = \"dead-letter\" and dead_letter_sink in [errors] to divert such records and continue)";

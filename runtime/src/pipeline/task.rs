@@ -1,0 +1,306 @@
+//! One task: the read -> process -> write loop over one source, with the
+//! error policy and fault recovery by replay.
+
+use std::time::Instant;
+
+use crate::config::{ErrorPolicy, Pipeline};
+use crate::operator::PreparedOperator;
+use crate::record::{Malformed, Output, Position, SourceBatch};
+use crate::source::{ReadOutcome, Source};
+
+use super::build::Sinks;
+use super::chain::{Chain, ChainError, Rejected};
+use super::dead_letter::{self, Origin};
+use super::summary::{OperatorStats, SinkStats, Summary};
+use super::PipelineError;
+
+/// What the task fed its operators since the restore point, in order; replay
+/// reproduces the operators' state from it.
+#[derive(Debug, Clone, Copy)]
+enum Fed {
+    /// A batch of this many records went through the chain.
+    Batch(u32),
+    /// One record was removed from the stream (it made an operator fault).
+    Removed,
+}
+
+/// How long an unbounded source that has nothing is left alone.
+const IDLE_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
+
+pub struct Task {
+    name: String,
+    policy: ErrorPolicy,
+    dead_letter_sink: Option<usize>,
+    max_records: usize,
+    source: Box<dyn Source>,
+    source_name: String,
+    sinks: Sinks,
+    chain: Chain,
+    /// The source position that fresh instances correspond to.
+    restore_point: Position,
+    fed: Vec<Fed>,
+    buffers: Vec<Vec<Output>>,
+    rejected: Vec<Rejected>,
+    summary: Summary,
+}
+
+impl Task {
+    pub fn new(
+        pipeline: &Pipeline,
+        operators: Vec<PreparedOperator>,
+        source: Box<dyn Source>,
+        sinks: Sinks,
+    ) -> Result<Task, PipelineError> {
+        let spec = &pipeline.spec;
+        let chain = Chain::new(operators, &sinks)?;
+        let dead_letter_sink = spec.errors.dead_letter_sink.as_deref().and_then(|n| sinks.index(n));
+        let summary = Summary {
+            pipeline: spec.name.clone(),
+            source: source.describe(),
+            operators: chain
+                .names()
+                .map(|name| OperatorStats {
+                    name: name.to_owned(),
+                    ..OperatorStats::default()
+                })
+                .collect(),
+            ..Summary::default()
+        };
+        Ok(Task {
+            name: spec.name.clone(),
+            policy: spec.errors.policy,
+            dead_letter_sink,
+            max_records: spec.batch.max_records,
+            restore_point: source.position(),
+            source_name: source.describe(),
+            source,
+            buffers: vec![Vec::new(); sinks.entries.len()],
+            sinks,
+            chain,
+            fed: Vec::new(),
+            rejected: Vec::new(),
+            summary,
+        })
+    }
+
+    /// Runs until a bounded source ends.
+    pub fn run(mut self) -> Result<Summary, PipelineError> {
+        let started = Instant::now();
+        tracing::info!(pipeline = %self.name, source = %self.source_name, "started");
+        let mut batch = SourceBatch::default();
+        loop {
+            batch.clear();
+            let outcome = self.source.read(self.max_records, &mut batch)?;
+            if !batch.is_empty() {
+                self.summary.records_in += batch.len() as u64;
+                self.process(&batch)?;
+            }
+            match outcome {
+                ReadOutcome::More => {}
+                ReadOutcome::End => break,
+                ReadOutcome::Idle => std::thread::sleep(IDLE_WAIT),
+                ReadOutcome::Malformed(malformed) => self.malformed(malformed)?,
+            }
+        }
+        for (_, sink) in &mut self.sinks.entries {
+            sink.flush()?;
+        }
+        self.summary.elapsed = started.elapsed();
+        self.summary.sinks = self
+            .sinks
+            .entries
+            .iter()
+            .map(|(name, sink)| SinkStats {
+                name: name.clone(),
+                describe: sink.describe(),
+                written: sink.written(),
+            })
+            .collect();
+        tracing::info!(pipeline = %self.name, records = self.summary.records_in, "finished");
+        Ok(self.summary)
+    }
+
+    /// Processes one source batch; on a fault, isolates the record at fault.
+    fn process(&mut self, batch: &SourceBatch) -> Result<(), PipelineError> {
+        match self.run_chain(&batch.records, &batch.positions) {
+            Ok(()) => {
+                self.fed.push(Fed::Batch(batch.len() as u32));
+                self.write()
+            }
+            Err(ChainError::Stop(e)) => Err(e),
+            Err(ChainError::Fault { operator, fault }) => {
+                self.summary.operators[operator].faults += 1;
+                tracing::warn!(
+                    operator = self.chain.name(operator),
+                    "fault in a batch of {}: {fault}; isolating the record",
+                    batch.len()
+                );
+                self.recover()?;
+                self.isolate(batch)
+            }
+        }
+    }
+
+    /// Runs the batch record by record, after a fault, to find the record
+    /// that causes it. Records before it are processed normally.
+    fn isolate(&mut self, batch: &SourceBatch) -> Result<(), PipelineError> {
+        for i in 0..batch.len() {
+            let (record, position) = (&batch.records[i..=i], &batch.positions[i..=i]);
+            match self.run_chain(record, position) {
+                Ok(()) => {
+                    self.fed.push(Fed::Batch(1));
+                    self.write()?;
+                }
+                Err(ChainError::Stop(e)) => return Err(e),
+                Err(ChainError::Fault { operator, fault }) => {
+                    let origin = Origin::Source(position[0].clone());
+                    let name = self.chain.name(operator).to_owned();
+                    if self.policy == ErrorPolicy::Stop {
+                        return Err(PipelineError::Fault {
+                            operator: name,
+                            source_name: self.source_name.clone(),
+                            origin,
+                            fault,
+                        });
+                    }
+                    let letter = dead_letter::render(
+                        &self.source_name,
+                        &origin,
+                        Some(&name),
+                        &fault.to_string(),
+                        &record[0].value,
+                    );
+                    self.fed.push(Fed::Removed);
+                    self.dead_letter(letter)?;
+                    self.recover()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the chain and applies the policy to rejections.
+    fn run_chain(&mut self, records: &[crate::record::Record], positions: &[Position]) -> Result<(), ChainError> {
+        let result = self.chain.run(
+            records,
+            positions,
+            &self.sinks,
+            &mut self.buffers,
+            &mut self.rejected,
+            Some(&mut self.summary.operators),
+        );
+        if result.is_err() {
+            self.discard();
+            return result;
+        }
+        if self.rejected.is_empty() {
+            return Ok(());
+        }
+        if self.policy == ErrorPolicy::Stop {
+            let first = self.rejected.swap_remove(0);
+            self.discard();
+            return Err(ChainError::Stop(PipelineError::Rejected {
+                operator: self.chain.name(first.operator).to_owned(),
+                source_name: self.source_name.clone(),
+                origin: first.origin,
+                reason: first.reason,
+            }));
+        }
+        let Some(dlq) = self.dead_letter_sink else {
+            return Ok(());
+        };
+        for r in std::mem::take(&mut self.rejected) {
+            let letter = dead_letter::render(
+                &self.source_name,
+                &r.origin,
+                Some(self.chain.name(r.operator)),
+                &r.reason,
+                &r.value,
+            );
+            self.buffers[dlq].push(letter);
+            self.summary.dead_letters += 1;
+        }
+        Ok(())
+    }
+
+    fn malformed(&mut self, malformed: Malformed) -> Result<(), PipelineError> {
+        self.summary.malformed += 1;
+        let origin = Origin::Source(malformed.position);
+        if self.policy == ErrorPolicy::Stop {
+            return Err(PipelineError::Malformed {
+                source_name: self.source_name.clone(),
+                origin,
+                reason: malformed.reason,
+            });
+        }
+        let letter = dead_letter::render(&self.source_name, &origin, None, &malformed.reason, &malformed.raw);
+        self.dead_letter(letter)
+    }
+
+    fn dead_letter(&mut self, letter: Output) -> Result<(), PipelineError> {
+        if let Some(dlq) = self.dead_letter_sink {
+            self.sinks.entries[dlq].1.write(std::slice::from_ref(&letter))?;
+            self.summary.dead_letters += 1;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self) -> Result<(), PipelineError> {
+        for (buffer, (_, sink)) in self.buffers.iter_mut().zip(&mut self.sinks.entries) {
+            if !buffer.is_empty() {
+                sink.write(buffer)?;
+                buffer.clear();
+            }
+        }
+        Ok(())
+    }
+
+    fn discard(&mut self) {
+        for buffer in &mut self.buffers {
+            buffer.clear();
+        }
+        self.rejected.clear();
+    }
+
+    /// Rebuilds every operator instance and replays what was fed since the
+    /// restore point, outputs suppressed, so the instances hold exactly the
+    /// state they had before the fault. The source ends where it was.
+    fn recover(&mut self) -> Result<(), PipelineError> {
+        self.summary.recoveries += 1;
+        let resume = self.source.position();
+        self.chain.rebuild()?;
+        self.source.seek(&self.restore_point)?;
+        let mut batch = SourceBatch::default();
+        for fed in self.fed.clone() {
+            let wanted = match fed {
+                Fed::Batch(n) => n as usize,
+                Fed::Removed => 1,
+            };
+            batch.clear();
+            while batch.len() < wanted {
+                let outcome = self.source.read(wanted - batch.len(), &mut batch)?;
+                if matches!(outcome, ReadOutcome::End | ReadOutcome::Idle) && batch.len() < wanted {
+                    return Err(PipelineError::NotDeterministic {
+                        operator: "(source)".into(),
+                        detail: format!("{} ended before the replay did", self.source_name),
+                    });
+                }
+            }
+            if let Fed::Batch(_) = fed {
+                let result = self.chain.run(&batch.records, &batch.positions, &self.sinks, &mut self.buffers, &mut self.rejected, None);
+                self.discard();
+                if let Err(e) = result {
+                    return Err(match e {
+                        ChainError::Stop(e) => e,
+                        ChainError::Fault { operator, fault } => PipelineError::NotDeterministic {
+                            operator: self.chain.name(operator).to_owned(),
+                            detail: format!("it faulted on replay: {fault}"),
+                        },
+                    });
+                }
+            }
+        }
+        self.source.seek(&resume)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,103 @@
+//! Every source and sink passes the shared conformance suites.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use weir::config::LineFormat;
+use weir::conformance;
+use weir::sink::{LineSink, NullSink, Sink};
+use weir::source::{FileSource, GeneratorProfile, GeneratorSource, Source};
+
+#[test]
+fn file_source_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("in.csv");
+    std::fs::write(&path, "a,1\r\nb,2\n\n  \nc,3\nd,4 no newline at end").unwrap();
+    conformance::source(&mut || Box::new(FileSource::open(&path, LineFormat::Lines, 1 << 20).unwrap()));
+}
+
+#[test]
+fn file_source_with_malformed_and_overlong_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("in.jsonl");
+    let long = format!("{{\"value\":\"{}\"}}", "x".repeat(200));
+    std::fs::write(
+        &path,
+        format!("{{\"value\":\"a\",\"key\":\"k\"}}\nnot json\n{long}\n{{\"value\":\"b\",\"timestamp_ms\":5}}\n{{\"value\":\"c\",\"headers\":{{\"h\":\"v\"}}}}\n"),
+    )
+    .unwrap();
+    conformance::source(&mut || Box::new(FileSource::open(&path, LineFormat::Jsonl, 100).unwrap()));
+}
+
+#[test]
+fn generator_source_both_profiles() {
+    for profile in [GeneratorProfile::Payments, GeneratorProfile::Rides] {
+        conformance::source(&mut || Box::new(GeneratorSource::new(profile, 7, 40)));
+    }
+}
+
+#[test]
+fn generator_source_behind_a_box_of_dyn() {
+    conformance::source(&mut || {
+        let inner: Box<dyn Source> = Box::new(GeneratorSource::new(GeneratorProfile::Payments, 1, 10));
+        Box::new(inner)
+    });
+}
+
+#[test]
+fn file_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = 0;
+    conformance::sink(&mut || {
+        n += 1;
+        let path = dir.path().join(format!("out/{n}.csv"));
+        let sink = LineSink::create_file("main", &path).unwrap();
+        let read_back = move || {
+            let bytes = std::fs::read(&path).unwrap();
+            Some(lines(&bytes))
+        };
+        (Box::new(sink) as Box<dyn Sink>, Box::new(read_back) as Box<dyn Fn() -> Option<Vec<Vec<u8>>>>)
+    });
+}
+
+/// The stdout sink is a `LineSink` over stdout; the suite runs the same type
+/// over a buffer it can read back.
+#[derive(Clone, Default)]
+struct SharedBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for SharedBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn line_sink_over_a_stream() {
+    conformance::sink(&mut || {
+        let buffer = SharedBuffer::default();
+        let sink = LineSink::new("sink main (stream)".into(), buffer.clone());
+        let read_back = move || {
+            let bytes = buffer.0.lock().unwrap().clone();
+            Some(lines(&bytes))
+        };
+        (Box::new(sink) as Box<dyn Sink>, Box::new(read_back) as Box<dyn Fn() -> Option<Vec<Vec<u8>>>>)
+    });
+}
+
+#[test]
+fn null_sink() {
+    conformance::sink(&mut || {
+        (Box::new(NullSink::new("null")) as Box<dyn Sink>, Box::new(|| None) as Box<dyn Fn() -> Option<Vec<Vec<u8>>>>)
+    });
+}
+
+/// Newline-terminated lines, without their terminators.
+fn lines(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut lines: Vec<Vec<u8>> = bytes.split(|&b| b == b'\n').map(<[u8]>::to_vec).collect();
+    lines.pop();
+    lines
+}

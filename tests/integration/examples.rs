@@ -1,0 +1,66 @@
+//! The bundled examples produce exactly what their independent Python
+//! oracles compute from the same input.
+
+use std::process::Command;
+
+use weir_tests::{Fixture, repo_root};
+
+/// Runs `examples/<name>/pipeline.toml` (with its component paths made
+/// absolute) on `records` generated records, and the example's oracle.
+fn run_example(name: &str, records: u64, seed: u64, outputs: &[&str]) -> Fixture {
+    let fx = Fixture::new();
+    let example = repo_root().join("examples").join(name);
+    let generated = fx.weir(&["generate", name, "--records", &records.to_string(), "--seed", &seed.to_string()]).ok();
+    fx.write("data/input.csv", &generated.stdout);
+    let toml = std::fs::read_to_string(example.join("pipeline.toml")).unwrap();
+    let build = repo_root().join("operators/build");
+    fx.write("pipeline.toml", toml.replace("../../operators/build", &build.display().to_string()));
+    let run = fx.weir(&["run", "pipeline.toml"]).ok();
+    assert!(run.stderr.contains(&format!("{records} records in")), "{}", run.stderr);
+
+    let mut oracle = Command::new("python3");
+    oracle.arg(example.join("expected.py")).arg(fx.path("data/input.csv"));
+    for out in outputs {
+        oracle.arg(fx.path(&format!("expected/{out}")));
+    }
+    std::fs::create_dir_all(fx.path("expected")).unwrap();
+    let status = oracle.status().unwrap();
+    assert!(status.success(), "the oracle failed");
+    for out in outputs {
+        let actual = std::fs::read(fx.path(&format!("out/{out}"))).unwrap();
+        let expected = std::fs::read(fx.path(&format!("expected/{out}"))).unwrap();
+        assert!(!expected.is_empty(), "the oracle produced an empty {out}");
+        if actual != expected {
+            let first = actual
+                .split(|&b| b == b'\n')
+                .zip(expected.split(|&b| b == b'\n'))
+                .position(|(a, e)| a != e);
+            panic!(
+                "{name}: out/{out} differs from the oracle ({} vs {} bytes); first differing line: {first:?}",
+                actual.len(),
+                expected.len()
+            );
+        }
+    }
+    fx
+}
+
+#[test]
+fn payments_output_equals_the_oracle() {
+    let fx = run_example("payments", 100_000, 1, &["ledger.csv"]);
+    let ledger = fx.read("out/ledger.csv");
+    let rows = ledger.lines().count();
+    // Duplicate deliveries were removed: fewer rows than events, and every
+    // idempotency key appears once.
+    assert!(rows < 100_000 && rows > 70_000, "{rows} ledger rows");
+    let mut keys: Vec<&str> = ledger.lines().map(|l| l.split(',').nth(1).unwrap()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), rows, "an idempotency key appears twice in the ledger");
+}
+
+#[test]
+fn rides_output_equals_the_oracle() {
+    let fx = run_example("rides", 50_000, 2, &["revenue.csv", "late.csv"]);
+    assert!(!fx.read("out/late.csv").is_empty(), "the data set should have late rides");
+}

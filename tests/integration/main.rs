@@ -1,0 +1,9 @@
+//! weir's integration tests: one binary, one module per area. They run the
+//! real `weir` binary and the real operator components built by
+//! `scripts/setup`.
+#![allow(clippy::unwrap_used, clippy::panic, missing_docs)]
+
+mod bad_input;
+mod cli;
+mod conformance;
+mod examples;

@@ -1,0 +1,141 @@
+//! Helpers shared by weir's integration tests: find the real `weir` binary
+//! and the built operators, write pipeline files into a temporary directory,
+//! run the binary, and check what it printed.
+#![allow(clippy::unwrap_used, clippy::panic, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+/// The `weir` binary built by `scripts/setup` (the same target directory as
+/// this test binary, `debug` profile).
+pub fn weir_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("WEIR_BIN") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test binary>
+    let bin = exe.parent().unwrap().parent().unwrap().join("weir");
+    assert!(bin.exists(), "{} is missing: run ./scripts/setup (or ./scripts/test) first", bin.display());
+    bin
+}
+
+/// A built operator component, e.g. `operator("faulty")`.
+pub fn operator(name: &str) -> PathBuf {
+    let path = repo_root().join("operators/build").join(format!("{name}.wasm"));
+    assert!(path.exists(), "{} is missing: run ./scripts/setup first", path.display());
+    path
+}
+
+/// What a run of the binary printed.
+#[derive(Debug)]
+pub struct Run {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            success: o.status.success(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    /// Panics unless the run succeeded.
+    pub fn ok(self) -> Run {
+        assert!(self.success, "weir failed:\n{}", self.stderr);
+        self
+    }
+
+    /// Panics unless the run failed; returns the line(s) after `error: `.
+    pub fn failed(self) -> String {
+        assert!(!self.success, "weir succeeded but should have failed:\n{}", self.stderr);
+        let at = self.stderr.find("error: ").unwrap_or_else(|| panic!("no `error:` in stderr:\n{}", self.stderr));
+        self.stderr[at..].to_owned()
+    }
+}
+
+/// Asserts that `text` contains every one of `needles`.
+#[track_caller]
+pub fn assert_contains(text: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(text.contains(needle), "expected {needle:?} in:\n{text}");
+    }
+}
+
+/// A temporary directory holding a pipeline and its files.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Fixture {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        Fixture {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    /// Writes a file (creating directories).
+    pub fn write(&self, relative: &str, content: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.path(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    pub fn read(&self, relative: &str) -> String {
+        std::fs::read_to_string(self.path(relative))
+            .unwrap_or_else(|e| panic!("cannot read {relative}: {e}"))
+    }
+
+    /// Runs `weir ARGS...` in the fixture directory.
+    pub fn weir(&self, args: &[&str]) -> Run {
+        Command::new(weir_bin())
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("WEIR_LOG", "warn")
+            .output()
+            .unwrap()
+            .into()
+    }
+
+    /// Writes `pipeline.toml` and runs `weir run` on it.
+    pub fn run_pipeline(&self, toml: &str) -> Run {
+        self.write("pipeline.toml", toml);
+        self.weir(&["run", "pipeline.toml"])
+    }
+}
+
+/// A pipeline over `input.csv` with the given operator chain, a `main` file
+/// sink at `out/main.csv`, and extra TOML appended.
+pub fn pipeline(operators: &[(&str, &str, &str)], extra: &str) -> String {
+    let mut toml = String::from("name = \"test\"\n[source]\nkind = \"file\"\npath = \"input.csv\"\n");
+    for (name, component, config) in operators {
+        toml += &format!(
+            "[[operators]]\nname = \"{name}\"\ncomponent = {:?}\n[operators.config]\n{config}\n",
+            operator(component).display().to_string()
+        );
+    }
+    toml += "[sinks.main]\nkind = \"file\"\npath = \"out/main.csv\"\n";
+    toml += extra;
+    toml
+}
