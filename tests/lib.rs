@@ -8,7 +8,10 @@ use std::process::{Command, Output};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 /// The `weir` binary built by `scripts/setup` (the same target directory as
@@ -20,14 +23,24 @@ pub fn weir_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     // target/<profile>/deps/<test binary>
     let bin = exe.parent().unwrap().parent().unwrap().join("weir");
-    assert!(bin.exists(), "{} is missing: run ./scripts/setup (or ./scripts/test) first", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run ./scripts/setup (or ./scripts/test) first",
+        bin.display()
+    );
     bin
 }
 
 /// A built operator component, e.g. `operator("faulty")`.
 pub fn operator(name: &str) -> PathBuf {
-    let path = repo_root().join("operators/build").join(format!("{name}.wasm"));
-    assert!(path.exists(), "{} is missing: run ./scripts/setup first", path.display());
+    let path = repo_root()
+        .join("operators/build")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run ./scripts/setup first",
+        path.display()
+    );
     path
 }
 
@@ -58,8 +71,15 @@ impl Run {
 
     /// Panics unless the run failed; returns the line(s) after `error: `.
     pub fn failed(self) -> String {
-        assert!(!self.success, "weir succeeded but should have failed:\n{}", self.stderr);
-        let at = self.stderr.find("error: ").unwrap_or_else(|| panic!("no `error:` in stderr:\n{}", self.stderr));
+        assert!(
+            !self.success,
+            "weir succeeded but should have failed:\n{}",
+            self.stderr
+        );
+        let at = self
+            .stderr
+            .find("error: ")
+            .unwrap_or_else(|| panic!("no `error:` in stderr:\n{}", self.stderr));
         self.stderr[at..].to_owned()
     }
 }
@@ -128,7 +148,8 @@ impl Fixture {
 /// A pipeline over `input.csv` with the given operator chain, a `main` file
 /// sink at `out/main.csv`, and extra TOML appended.
 pub fn pipeline(operators: &[(&str, &str, &str)], extra: &str) -> String {
-    let mut toml = String::from("name = \"test\"\n[source]\nkind = \"file\"\npath = \"input.csv\"\n");
+    let mut toml =
+        String::from("name = \"test\"\n[source]\nkind = \"file\"\npath = \"input.csv\"\n");
     for (name, component, config) in operators {
         toml += &format!(
             "[[operators]]\nname = \"{name}\"\ncomponent = {:?}\n[operators.config]\n{config}\n",

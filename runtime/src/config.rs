@@ -417,7 +417,10 @@ fn resolve_paths(spec: &mut PipelineSpec, base: &Path) {
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
     (line, column)
 }
 
@@ -495,26 +498,30 @@ path = "out/x.csv"
     fn unknown_key_names_file_line_column_and_key() {
         let text = MINIMAL.replace("[batch]", "") + "[batch]\nmax_record = 3\n";
         let err = parse(&text).err().unwrap_or_default();
-        assert!(err.starts_with("/p/pipeline.toml:17:1: "), "{err}");
+        assert!(err.starts_with("/p/pipeline.toml:16:1: "), "{err}");
         assert!(err.contains("unknown field `max_record`"), "{err}");
     }
 
     #[test]
     fn unknown_source_kind_is_an_error() {
-        let err = parse(&MINIMAL.replace("kind = \"file\"\npath = \"in", "kind = \"ftp\"\npath = \"in"))
-            .err()
-            .unwrap_or_default();
+        let err = parse(&MINIMAL.replace(
+            "kind = \"file\"\npath = \"in",
+            "kind = \"ftp\"\npath = \"in",
+        ))
+        .err()
+        .unwrap_or_default();
         assert!(err.contains("/p/pipeline.toml:4:"), "{err}");
         assert!(err.contains("ftp"), "{err}");
     }
 
     #[test]
     fn semantic_error_is_located() {
-        let text = MINIMAL.to_string() + "[errors]\npolicy = \"dead-letter\"\ndead_letter_sink = \"dlq\"\n";
+        let text = MINIMAL.to_string()
+            + "[errors]\npolicy = \"dead-letter\"\ndead_letter_sink = \"dlq\"\n";
         let err = parse(&text).err().unwrap_or_default();
         assert_eq!(
             err,
-            "/p/pipeline.toml:19:1: errors.dead_letter_sink: no sink named `dlq` (sinks: main)"
+            "/p/pipeline.toml:17:1: errors.dead_letter_sink: no sink named `dlq` (sinks: main)"
         );
     }
 
@@ -522,7 +529,10 @@ path = "out/x.csv"
     fn duplicate_operator_name_is_located() {
         let text = MINIMAL.to_string() + "[[operators]]\nname = \"op\"\ncomponent = \"b.wasm\"\n";
         let err = parse(&text).err().unwrap_or_default();
-        assert!(err.contains(":7:1: operators[0].name") || err.contains("operators[1].name"), "{err}");
+        assert!(
+            err.contains(":7:1: operators[0].name") || err.contains("operators[1].name"),
+            "{err}"
+        );
         assert!(err.contains("used twice"), "{err}");
     }
 
@@ -530,6 +540,9 @@ path = "out/x.csv"
     fn batch_size_range_is_checked() {
         let text = MINIMAL.to_string() + "[batch]\nmax_records = 0\n";
         let err = parse(&text).err().unwrap_or_default();
-        assert!(err.contains("batch.max_records: must be in 1..=65536, got 0"), "{err}");
+        assert!(
+            err.contains("batch.max_records: must be in 1..=65536, got 0"),
+            "{err}"
+        );
     }
 }

@@ -83,7 +83,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let cache = if cli.no_cache {
         ComponentCache::new(None)
     } else {
-        ComponentCache::new(cli.cache_dir.map(|d| d.join("components")).or_else(ComponentCache::default_dir))
+        ComponentCache::new(
+            cli.cache_dir
+                .map(|d| d.join("components"))
+                .or_else(ComponentCache::default_dir),
+        )
     };
     let options = RunOptions { cache };
     match cli.command {
@@ -107,9 +111,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Validate { pipeline } => {
             let loaded = Pipeline::load(&pipeline)?;
             let operators = weir::validate(&loaded, &options)?;
-            println!("{}: ok ({} operator(s): {})", pipeline.display(), operators.len(), operators.join(", "));
+            println!(
+                "{}: ok ({} operator(s): {})",
+                pipeline.display(),
+                operators.len(),
+                operators.join(", ")
+            );
         }
-        Command::Generate { profile, records, seed } => {
+        Command::Generate {
+            profile,
+            records,
+            seed,
+        } => {
             let generator = GeneratorSource::new(profile, seed, records);
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());

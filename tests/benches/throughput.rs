@@ -19,7 +19,10 @@ use weir::{Pipeline, RunOptions};
 use weir_op_payments_dedup::PaymentsDedup;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn wasm_run(records: u64, batch: usize) -> (Duration, u64) {
@@ -77,16 +80,25 @@ fn main() {
         .split(',')
         .map(|b| b.trim().parse().unwrap())
         .collect();
-    println!("payments dedup, {records} generated records (~95 bytes), best of {rounds} rounds, one thread");
-    println!("| batch | wasm records/s | native records/s | wasm/native | wasm spread | native spread |");
-    println!("|------:|---------------:|-----------------:|------------:|------------:|--------------:|");
+    println!(
+        "payments dedup, {records} generated records (~95 bytes), best of {rounds} rounds, one thread"
+    );
+    println!(
+        "| batch | wasm records/s | native records/s | wasm/native | wasm spread | native spread |"
+    );
+    println!(
+        "|------:|---------------:|-----------------:|------------:|------------:|--------------:|"
+    );
     for &batch in &batches {
         let mut wasm = Vec::new();
         let mut native = Vec::new();
         for _ in 0..rounds {
             let (w, w_out) = wasm_run(records, batch);
             let (n, n_out) = native_run(records, batch);
-            assert_eq!(w_out, n_out, "wasm and native produced different output counts");
+            assert_eq!(
+                w_out, n_out,
+                "wasm and native produced different output counts"
+            );
             wasm.push(records as f64 / w.as_secs_f64());
             native.push(records as f64 / n.as_secs_f64());
         }

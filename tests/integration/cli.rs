@@ -13,8 +13,13 @@ fn help_explains_the_commands() {
 #[test]
 fn validate_accepts_both_examples() {
     for (example, operator) in [("payments", "dedup"), ("rides", "revenue")] {
-        let path = repo_root().join("examples").join(example).join("pipeline.toml");
-        let run = Fixture::new().weir(&["validate", path.to_str().unwrap()]).ok();
+        let path = repo_root()
+            .join("examples")
+            .join(example)
+            .join("pipeline.toml");
+        let run = Fixture::new()
+            .weir(&["validate", path.to_str().unwrap()])
+            .ok();
         assert_contains(&run.stdout, &["ok (1 operator(s): ", operator]);
     }
 }
@@ -22,30 +27,51 @@ fn validate_accepts_both_examples() {
 #[test]
 fn generate_is_deterministic_per_seed() {
     let fx = Fixture::new();
-    let a = fx.weir(&["generate", "payments", "--records", "2000", "--seed", "3"]).ok().stdout;
-    let b = fx.weir(&["generate", "payments", "--records", "2000", "--seed", "3"]).ok().stdout;
-    let c = fx.weir(&["generate", "payments", "--records", "2000", "--seed", "4"]).ok().stdout;
+    let a = fx
+        .weir(&["generate", "payments", "--records", "20000", "--seed", "3"])
+        .ok()
+        .stdout;
+    let b = fx
+        .weir(&["generate", "payments", "--records", "20000", "--seed", "3"])
+        .ok()
+        .stdout;
+    let c = fx
+        .weir(&["generate", "payments", "--records", "20000", "--seed", "4"])
+        .ok()
+        .stdout;
     assert_eq!(a, b);
     assert_ne!(a, c);
-    assert_eq!(a.lines().count(), 2000);
-    let mean = a.len() / 2000;
+    assert_eq!(a.lines().count(), 20000);
+    let mean = a.len() / 20000;
     assert!((85..=115).contains(&mean), "mean record size {mean} bytes");
-    // Some payments are delivered more than once.
+    // Some payments are delivered more than once (re-deliveries point 1,000
+    // to 10,000 deliveries back).
     let mut keys: Vec<&str> = a.lines().map(|l| l.split(',').next().unwrap()).collect();
     keys.sort_unstable();
     let total = keys.len();
     keys.dedup();
-    assert!(keys.len() < total * 95 / 100, "{} distinct keys in {total}", keys.len());
+    assert!(
+        keys.len() < total * 95 / 100,
+        "{} distinct keys in {total}",
+        keys.len()
+    );
 }
 
 #[test]
 fn summary_counts_records_per_operator_and_sink() {
     let fx = Fixture::new();
     fx.write("input.csv", "a\nb\nc\n");
-    let run = fx.run_pipeline(&pipeline(&[("faulty", "faulty", "")], "")).ok();
+    let run = fx
+        .run_pipeline(&pipeline(&[("faulty", "faulty", "")], ""))
+        .ok();
     assert_contains(
         &run.stderr,
-        &["pipeline test: 3 records in, 3 out", "operator  faulty: 3 in, 3 out, 0 rejected, 0 faults", "sink main (file", "3 written"],
+        &[
+            "pipeline test: 3 records in, 3 out",
+            "operator  faulty: 3 in, 3 out, 0 rejected, 0 faults",
+            "sink main (file",
+            "3 written",
+        ],
     );
     let run = fx.weir(&["run", "pipeline.toml", "--json"]).ok();
     let summary: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
@@ -59,5 +85,8 @@ fn a_chain_of_two_operators_feeds_the_first_into_the_second() {
     fx.write("input.csv", "a\nb\n");
     let toml = pipeline(&[("first", "faulty", ""), ("second", "faulty", "")], "");
     fx.run_pipeline(&toml).ok();
-    assert_eq!(fx.read("out/main.csv"), "seen 1: seen 1: a\nseen 2: seen 2: b\n");
+    assert_eq!(
+        fx.read("out/main.csv"),
+        "seen 1: seen 1: a\nseen 2: seen 2: b\n"
+    );
 }

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use weir::config::LineFormat;
-use weir::conformance;
+use weir::conformance::{self, ReadBack};
 use weir::sink::{LineSink, NullSink, Sink};
 use weir::source::{FileSource, GeneratorProfile, GeneratorSource, Source};
 
@@ -13,7 +13,9 @@ fn file_source_lines() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("in.csv");
     std::fs::write(&path, "a,1\r\nb,2\n\n  \nc,3\nd,4 no newline at end").unwrap();
-    conformance::source(&mut || Box::new(FileSource::open(&path, LineFormat::Lines, 1 << 20).unwrap()));
+    conformance::source(&mut || {
+        Box::new(FileSource::open(&path, LineFormat::Lines, 1 << 20).unwrap())
+    });
 }
 
 #[test]
@@ -39,7 +41,8 @@ fn generator_source_both_profiles() {
 #[test]
 fn generator_source_behind_a_box_of_dyn() {
     conformance::source(&mut || {
-        let inner: Box<dyn Source> = Box::new(GeneratorSource::new(GeneratorProfile::Payments, 1, 10));
+        let inner: Box<dyn Source> =
+            Box::new(GeneratorSource::new(GeneratorProfile::Payments, 1, 10));
         Box::new(inner)
     });
 }
@@ -56,7 +59,10 @@ fn file_sink() {
             let bytes = std::fs::read(&path).unwrap();
             Some(lines(&bytes))
         };
-        (Box::new(sink) as Box<dyn Sink>, Box::new(read_back) as Box<dyn Fn() -> Option<Vec<Vec<u8>>>>)
+        (
+            Box::new(sink) as Box<dyn Sink>,
+            Box::new(read_back) as ReadBack,
+        )
     });
 }
 
@@ -84,14 +90,20 @@ fn line_sink_over_a_stream() {
             let bytes = buffer.0.lock().unwrap().clone();
             Some(lines(&bytes))
         };
-        (Box::new(sink) as Box<dyn Sink>, Box::new(read_back) as Box<dyn Fn() -> Option<Vec<Vec<u8>>>>)
+        (
+            Box::new(sink) as Box<dyn Sink>,
+            Box::new(read_back) as ReadBack,
+        )
     });
 }
 
 #[test]
 fn null_sink() {
     conformance::sink(&mut || {
-        (Box::new(NullSink::new("null")) as Box<dyn Sink>, Box::new(|| None) as Box<dyn Fn() -> Option<Vec<Vec<u8>>>>)
+        (
+            Box::new(NullSink::new("null")) as Box<dyn Sink>,
+            Box::new(|| None) as ReadBack,
+        )
     });
 }
 

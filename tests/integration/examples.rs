@@ -10,16 +10,34 @@ use weir_tests::{Fixture, repo_root};
 fn run_example(name: &str, records: u64, seed: u64, outputs: &[&str]) -> Fixture {
     let fx = Fixture::new();
     let example = repo_root().join("examples").join(name);
-    let generated = fx.weir(&["generate", name, "--records", &records.to_string(), "--seed", &seed.to_string()]).ok();
+    let generated = fx
+        .weir(&[
+            "generate",
+            name,
+            "--records",
+            &records.to_string(),
+            "--seed",
+            &seed.to_string(),
+        ])
+        .ok();
     fx.write("data/input.csv", &generated.stdout);
     let toml = std::fs::read_to_string(example.join("pipeline.toml")).unwrap();
     let build = repo_root().join("operators/build");
-    fx.write("pipeline.toml", toml.replace("../../operators/build", &build.display().to_string()));
+    fx.write(
+        "pipeline.toml",
+        toml.replace("../../operators/build", &build.display().to_string()),
+    );
     let run = fx.weir(&["run", "pipeline.toml"]).ok();
-    assert!(run.stderr.contains(&format!("{records} records in")), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("{records} records in")),
+        "{}",
+        run.stderr
+    );
 
     let mut oracle = Command::new("python3");
-    oracle.arg(example.join("expected.py")).arg(fx.path("data/input.csv"));
+    oracle
+        .arg(example.join("expected.py"))
+        .arg(fx.path("data/input.csv"));
     for out in outputs {
         oracle.arg(fx.path(&format!("expected/{out}")));
     }
@@ -53,14 +71,24 @@ fn payments_output_equals_the_oracle() {
     // Duplicate deliveries were removed: fewer rows than events, and every
     // idempotency key appears once.
     assert!(rows < 100_000 && rows > 70_000, "{rows} ledger rows");
-    let mut keys: Vec<&str> = ledger.lines().map(|l| l.split(',').nth(1).unwrap()).collect();
+    let mut keys: Vec<&str> = ledger
+        .lines()
+        .map(|l| l.split(',').nth(1).unwrap())
+        .collect();
     keys.sort_unstable();
     keys.dedup();
-    assert_eq!(keys.len(), rows, "an idempotency key appears twice in the ledger");
+    assert_eq!(
+        keys.len(),
+        rows,
+        "an idempotency key appears twice in the ledger"
+    );
 }
 
 #[test]
 fn rides_output_equals_the_oracle() {
     let fx = run_example("rides", 50_000, 2, &["revenue.csv", "late.csv"]);
-    assert!(!fx.read("out/late.csv").is_empty(), "the data set should have late rides");
+    assert!(
+        !fx.read("out/late.csv").is_empty(),
+        "the data set should have late rides"
+    );
 }

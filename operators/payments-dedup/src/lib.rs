@@ -41,8 +41,11 @@ pub struct PaymentsDedup {
     seen_num: HashMap<u64, i64, FastBuild>,
     /// The same for every other key.
     seen_other: HashMap<Box<[u8]>, i64, FastBuild>,
-    /// Accepted keys in arrival order, for amortized eviction.
-    expiry: VecDeque<(i64, SeenKey)>,
+    /// `(created_ms, key)` of accepted compact keys in arrival order, for
+    /// amortized eviction (16 bytes an entry).
+    expiry_num: VecDeque<(i64, u64)>,
+    /// The same for other keys.
+    expiry_other: VecDeque<(i64, Box<[u8]>)>,
     merchants: HashMap<Box<[u8]>, MerchantTotals, FastBuild>,
     /// Reused output buffer.
     out: Vec<u8>,
@@ -54,30 +57,21 @@ struct MerchantTotals {
     count: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum SeenKey {
-    Num(u64),
-    Other(Box<[u8]>),
-}
-
-impl SeenKey {
-    /// `pay-` followed by exactly 12 ASCII digits maps one-to-one onto the
-    /// digits' value; any other key stays bytes, so distinct keys never
-    /// collide.
-    fn compact(key: &[u8]) -> Option<u64> {
-        let digits = key.strip_prefix(b"pay-")?;
-        if digits.len() != 12 {
+/// `pay-` followed by exactly 12 ASCII digits maps one-to-one onto the
+/// digits' value; any other key stays bytes, so distinct keys never collide.
+fn compact_key(key: &[u8]) -> Option<u64> {
+    let digits = key.strip_prefix(b"pay-")?;
+    if digits.len() != 12 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &b in digits {
+        if !b.is_ascii_digit() {
             return None;
         }
-        let mut n: u64 = 0;
-        for &b in digits {
-            if !b.is_ascii_digit() {
-                return None;
-            }
-            n = n * 10 + u64::from(b - b'0');
-        }
-        Some(n)
+        n = n * 10 + u64::from(b - b'0');
     }
+    Some(n)
 }
 
 /// The parsed fields of one payment line.
@@ -97,7 +91,8 @@ impl PaymentsDedup {
             watermark: i64::MIN,
             seen_num: HashMap::default(),
             seen_other: HashMap::default(),
-            expiry: VecDeque::new(),
+            expiry_num: VecDeque::new(),
+            expiry_other: VecDeque::new(),
             merchants: HashMap::default(),
             out: Vec::with_capacity(128),
         }
@@ -151,17 +146,17 @@ impl PaymentsDedup {
         // i128: exact for every ttl and watermark.
         let cutoff = i128::from(self.watermark) - i128::from(self.ttl_ms);
 
-        let seen_key = match SeenKey::compact(p.key) {
+        match compact_key(p.key) {
             // One hash lookup for the common key form.
             Some(n) => match self.seen_num.entry(n) {
                 Entry::Occupied(e) if i128::from(*e.get()) >= cutoff => return Ok(()),
                 Entry::Occupied(mut e) => {
                     e.insert(p.created_ms);
-                    SeenKey::Num(n)
+                    self.expiry_num.push_back((p.created_ms, n));
                 }
                 Entry::Vacant(e) => {
                     e.insert(p.created_ms);
-                    SeenKey::Num(n)
+                    self.expiry_num.push_back((p.created_ms, n));
                 }
             },
             None => {
@@ -174,10 +169,9 @@ impl PaymentsDedup {
                 }
                 let key: Box<[u8]> = p.key.into();
                 self.seen_other.insert(key.clone(), p.created_ms);
-                SeenKey::Other(key)
+                self.expiry_other.push_back((p.created_ms, key));
             }
-        };
-        self.expiry.push_back((p.created_ms, seen_key));
+        }
         self.evict(cutoff);
 
         let totals = match self.merchants.get_mut(p.merchant) {
@@ -210,33 +204,26 @@ impl PaymentsDedup {
     /// queue from the front and stops at the first entry still live, so the
     /// cost is amortized O(1) per accepted record.
     fn evict(&mut self, cutoff: i128) {
-        while let Some((created_ms, _)) = self.expiry.front()
-            && i128::from(*created_ms) < cutoff
+        let expired = |t: i64| i128::from(t) < cutoff;
+        while let Some(&(created_ms, n)) = self.expiry_num.front()
+            && expired(created_ms)
         {
-            let Some((_, key)) = self.expiry.pop_front() else {
-                break;
-            };
+            self.expiry_num.pop_front();
             // The key may have been accepted again since: only drop it if
-            // its current entry is expired too.
-            match key {
-                SeenKey::Num(n) => {
-                    if self
-                        .seen_num
-                        .get(&n)
-                        .is_some_and(|&t| i128::from(t) < cutoff)
-                    {
-                        self.seen_num.remove(&n);
-                    }
-                }
-                SeenKey::Other(k) => {
-                    if self
-                        .seen_other
-                        .get(&k)
-                        .is_some_and(|&t| i128::from(t) < cutoff)
-                    {
-                        self.seen_other.remove(&k);
-                    }
-                }
+            // its current entry has expired too.
+            if let Entry::Occupied(e) = self.seen_num.entry(n)
+                && expired(*e.get())
+            {
+                e.remove();
+            }
+        }
+        while let Some((created_ms, _)) = self.expiry_other.front()
+            && expired(*created_ms)
+        {
+            if let Some((_, key)) = self.expiry_other.pop_front()
+                && self.seen_other.get(&key).is_some_and(|&t| expired(t))
+            {
+                self.seen_other.remove(&key);
             }
         }
     }

@@ -203,12 +203,12 @@ fn ttl_boundary_is_inclusive() {
 
 #[test]
 fn compact_and_other_keys_never_collide() {
-    assert_eq!(SeenKey::compact(b"pay-000000001234"), Some(1234));
-    assert_eq!(SeenKey::compact(b"pay-999999999999"), Some(999_999_999_999));
-    assert_eq!(SeenKey::compact(b"pay-00000000123"), None);
-    assert_eq!(SeenKey::compact(b"pay-0000000012345"), None);
-    assert_eq!(SeenKey::compact(b"pay-00000000123x"), None);
-    assert_eq!(SeenKey::compact(b"PAY-000000001234"), None);
+    assert_eq!(compact_key(b"pay-000000001234"), Some(1234));
+    assert_eq!(compact_key(b"pay-999999999999"), Some(999_999_999_999));
+    assert_eq!(compact_key(b"pay-00000000123"), None);
+    assert_eq!(compact_key(b"pay-0000000012345"), None);
+    assert_eq!(compact_key(b"pay-00000000123x"), None);
+    assert_eq!(compact_key(b"PAY-000000001234"), None);
     let mut op = PaymentsDedup::new(60 * MIN);
     for key in [
         "pay-000000001234",
@@ -329,7 +329,6 @@ fn matches_reference_and_eviction_never_changes_outputs() {
             count: HashMap::new(),
         };
         let mut clock = 1_700_000_000_000i64;
-        let mut max_keys = 0;
         for i in 0..40_000u64 {
             clock += rng.below(50) as i64;
             let created = match rng.below(100) {
@@ -371,14 +370,12 @@ fn matches_reference_and_eviction_never_changes_outputs() {
                     );
                 }
             }
-            max_keys = max_keys.max(op.remembered_keys());
         }
         assert!(
             op.remembered_keys() < reference.seen.len(),
             "ttl {ttl_ms}: nothing was evicted ({} keys)",
             op.remembered_keys()
         );
-        assert!(op.expiry.len() <= max_keys + 40_000);
     }
 }
 

@@ -32,6 +32,8 @@ pub(crate) struct Exported<'a> {
     pub memories: Vec<(u32, &'a str)>,
     /// Per global `k`: the core instance defining it and its export name.
     pub globals: Vec<(u32, &'a str)>,
+    /// Per resource `k`: the component instance (an import) exporting it.
+    pub resource_instances: Vec<u32>,
 }
 
 /// Name under which the accessor module imports the exports of core
@@ -44,6 +46,12 @@ fn instance_import(instance: u32) -> String {
 /// for memory `k`.
 fn put_import(k: usize) -> String {
     format!("put-memory{k}")
+}
+
+/// Name under which the accessor module imports `resource.drop` of
+/// resource `k`.
+fn drop_import(k: usize) -> String {
+    format!("drop-resource{k}")
 }
 
 const HOST_CORE_INSTANCE: &str = "host";
@@ -79,6 +87,7 @@ fn accessor_module(layout: &StateLayout, exported: &Exported<'_>) -> Module {
     const T_GET64: u32 = 5;
     const T_SET32: u32 = 6;
     const T_SET64: u32 = 7;
+    const T_ADOPT: u32 = 8; // (i32) -> i32
     types.ty().function([ValType::I32; 3], []);
     types.ty().function([], []);
     types.ty().function([ValType::I32; 4], [ValType::I32]);
@@ -87,10 +96,14 @@ fn accessor_module(layout: &StateLayout, exported: &Exported<'_>) -> Module {
     types.ty().function([], [ValType::I64]);
     types.ty().function([ValType::I32], []);
     types.ty().function([ValType::I64], []);
+    types.ty().function([ValType::I32], [ValType::I32]);
 
     let mut imports = ImportSection::new();
     for k in 0..layout.memories.len() {
         imports.import(HOST_CORE_INSTANCE, &put_import(k), EntityType::Function(T_PUT));
+    }
+    for k in 0..layout.resources.len() {
+        imports.import(HOST_CORE_INSTANCE, &drop_import(k), EntityType::Function(T_SET32));
     }
     for (info, (instance, name)) in layout.memories.iter().zip(&exported.memories) {
         imports.import(
@@ -120,7 +133,7 @@ fn accessor_module(layout: &StateLayout, exported: &Exported<'_>) -> Module {
     let mut functions = FunctionSection::new();
     let mut code = CodeSection::new();
     let mut exports = ExportSection::new();
-    let imported_funcs = layout.memories.len() as u32;
+    let imported_funcs = (layout.memories.len() + layout.resources.len()) as u32;
     let mut next_func = imported_funcs;
     let mut define = |name: String, ty: u32, body: Function| {
         functions.function(ty);
@@ -237,6 +250,22 @@ fn accessor_module(layout: &StateLayout, exported: &Exported<'_>) -> Module {
         define(info.set_func(), if wide { T_SET64 } else { T_SET32 }, f);
     }
 
+    for (k, info) in layout.resources.iter().enumerate() {
+        // adopt-resource{k}(handle) -> handle: the canonical ABI has put the
+        // handle in the table; keep it there and report its index.
+        let mut f = Function::new([]);
+        f.instructions().local_get(0).end();
+        define(info.adopt_func(), T_ADOPT, f);
+
+        // drop-resource{k}(index): `resource.drop`.
+        let mut f = Function::new([]);
+        f.instructions()
+            .local_get(0)
+            .call((layout.memories.len() + k) as u32)
+            .end();
+        define(info.drop_func(), T_SET32, f);
+    }
+
     let mut module = Module::new();
     module
         .section(&types)
@@ -278,7 +307,8 @@ pub(crate) fn append(
     host.ty().function().params([
         ("index", ComponentValType::Primitive(PrimitiveValType::U32)),
         ("data", ComponentValType::Type(0)),
-    ]);
+    ])
+    .result(None);
     host.export(PUT_MEMORY, ComponentTypeRef::Func(1));
     types.instance(&host);
     types
@@ -324,28 +354,62 @@ pub(crate) fn append(
             name,
         });
     }
+    // The imported resource types: component types t + 8 + k.
+    for (info, instance) in layout.resources.iter().zip(&exported.resource_instances) {
+        aliases.alias(Alias::InstanceExport {
+            instance: *instance,
+            kind: ComponentExportKind::Type,
+            name: &info.name,
+        });
+    }
     out.section(&aliases);
     let memory_index = |k: u32| counts.core_memories + k;
 
-    // Lower put-memory once per memory, each reading its own memory.
+    // Per resource: `own<T>` and `func(handle: own<T>) -> u32`; then
+    // `func(index: u32)`.
+    let n_res = layout.resources.len() as u32;
+    let t_resource = |k: u32| t + 8 + k;
+    let t_adopt = |k: u32| t + 8 + n_res + 2 * k + 1;
+    let t_drop = t + 8 + 3 * n_res;
+    let mut types = ComponentTypeSection::new();
+    for k in 0..n_res {
+        types.defined_type().own(t_resource(k));
+        types
+            .function()
+            .params([("handle", ComponentValType::Type(t + 8 + n_res + 2 * k))])
+            .result(Some(ComponentValType::Primitive(PrimitiveValType::U32)));
+    }
+    types
+        .function()
+        .params([("index", ComponentValType::Primitive(PrimitiveValType::U32))])
+        .result(None);
+    out.section(&types);
+
+    // Lower put-memory once per memory, each reading its own memory; then
+    // `resource.drop` per resource.
     let mut canon = CanonicalFunctionSection::new();
     for k in 0..n_mem {
         canon.lower(put_func, [CanonicalOption::Memory(memory_index(k))]);
     }
-    if n_mem > 0 {
+    for k in 0..n_res {
+        canon.resource_drop(t_resource(k));
+    }
+    if n_mem + n_res > 0 {
         out.section(&canon);
     }
     let lowered_put = |k: u32| counts.core_funcs + k;
+    let resource_drop = |k: u32| counts.core_funcs + n_mem + k;
 
     // A core instance bundling the lowered imports, the accessor module and
     // its instance.
-    let names: Vec<String> = (0..n_mem as usize).map(put_import).collect();
+    let bag: Vec<(String, u32)> = (0..n_mem)
+        .map(|k| (put_import(k as usize), lowered_put(k)))
+        .chain((0..n_res).map(|k| (drop_import(k as usize), resource_drop(k))))
+        .collect();
     let mut instances = InstanceSection::new();
     instances.export_items(
-        names
-            .iter()
-            .enumerate()
-            .map(|(k, name)| (name.as_str(), ExportKind::Func, lowered_put(k as u32))),
+        bag.iter()
+            .map(|(name, func)| (name.as_str(), ExportKind::Func, *func)),
     );
     out.section(&instances);
     let host_core_instance = counts.core_instances;
@@ -380,7 +444,7 @@ pub(crate) fn append(
     }
     let mut lifts = Vec::new();
     let mut core_aliases: Vec<String> = Vec::new();
-    let first_alias = counts.core_funcs + n_mem;
+    let first_alias = counts.core_funcs + n_mem + n_res;
     let mut alias = |name: String| {
         core_aliases.push(name);
         first_alias + core_aliases.len() as u32 - 1
@@ -416,6 +480,20 @@ pub(crate) fn append(
             export: info.set_func(),
             core_func: alias(info.set_func()),
             ty: if wide { t_set64 } else { t_set32 },
+            options: vec![],
+        });
+    }
+    for info in &layout.resources {
+        lifts.push(Lift {
+            export: info.adopt_func(),
+            core_func: alias(info.adopt_func()),
+            ty: t_adopt(info.k),
+            options: vec![],
+        });
+        lifts.push(Lift {
+            export: info.drop_func(),
+            core_func: alias(info.drop_func()),
+            ty: t_drop,
             options: vec![],
         });
     }

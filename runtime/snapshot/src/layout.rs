@@ -91,6 +91,35 @@ impl GlobalInfo {
     }
 }
 
+/// A resource type the component imports (from an imported instance).
+///
+/// Handles to such resources live in wasmtime's per-instance handle table,
+/// not in linear memory. The accessors let the host rebuild that table in a
+/// fresh instance: `adopt-resource{k}` moves an `own` handle into the
+/// instance's table and returns its index (the guest code never sees it),
+/// `drop-resource{k}` drops a handle by index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceInfo {
+    /// Position `k` in [`StateLayout::resources`].
+    pub k: u32,
+    /// Name of the imported instance, e.g. `wasi:io/streams@0.2.6`.
+    pub interface: String,
+    /// Name of the resource in it, e.g. `output-stream`.
+    pub name: String,
+}
+
+impl ResourceInfo {
+    /// Name of `adopt-resource{k}: func(handle: own<T>) -> u32`.
+    pub fn adopt_func(&self) -> String {
+        format!("adopt-resource{}", self.k)
+    }
+
+    /// Name of `drop-resource{k}: func(index: u32)`.
+    pub fn drop_func(&self) -> String {
+        format!("drop-resource{}", self.k)
+    }
+}
+
 /// All mutable state of a component's core instances.
 ///
 /// Order (fixed, and the meaning of `k` in every accessor name): core
@@ -105,4 +134,18 @@ pub struct StateLayout {
     pub memories: Vec<MemoryInfo>,
     /// Mutable globals, `k = 0..`.
     pub globals: Vec<GlobalInfo>,
+    /// Imported resource types, in import order, then in the order of the
+    /// imported instance type's exports. Not state: the means to rebuild the
+    /// handle table (see the crate docs, "Resource handles").
+    pub resources: Vec<ResourceInfo>,
+}
+
+impl StateLayout {
+    /// The resource `name` of the imported instance `interface`, if imported.
+    /// The interface must match exactly, version included.
+    pub fn resource(&self, interface: &str, name: &str) -> Option<&ResourceInfo> {
+        self.resources
+            .iter()
+            .find(|r| r.interface == interface && r.name == name)
+    }
 }

@@ -392,6 +392,39 @@ fn component_without_memory_or_globals() {
     assert_eq!(f.call(&mut store, ()).unwrap().0, 5);
 }
 
+#[test]
+fn module_without_export_section_and_with_start() {
+    // The core module has no export section at all (one is inserted), a
+    // start function that writes memory and a global, and an imported
+    // function that shifts the function index space.
+    let bytes = wat::parse_str(
+        r#"(component
+          (core module $lib (func (export "seven") (result i32) i32.const 7))
+          (core instance $l (instantiate $lib))
+          (core module $m
+            (import "lib" "seven" (func $seven (result i32)))
+            (memory 2)
+            (global $g (mut i32) (i32.const 0))
+            (start $init)
+            (func $init
+              (global.set $g (call $seven))
+              (i32.store (i32.const 65540) (i32.const 0x01020304))))
+          (core instance $i (instantiate $m (with "lib" (instance $l))))
+        )"#,
+    )
+    .unwrap();
+    let engine = engine();
+    let linker = linker(&engine);
+    let (component, layout) = load(&engine, &bytes);
+    assert_eq!(layout.memories.len(), 1);
+    assert_eq!(layout.memories[0].origin.instance, 1);
+    let (mut store, inst) = instantiate(&engine, &linker, &component);
+    let snap = snapshot(&mut store, &inst, &layout);
+    assert_eq!(snap.globals, [7]);
+    assert_eq!(snap.memories[0].len(), 2 * 65536);
+    assert_eq!(snap.memories[0][65540..65544], [4, 3, 2, 1]);
+}
+
 // ---------------------------------------------------------------- refusals
 
 fn refusal(text: &str) -> String {
@@ -421,9 +454,8 @@ fn refuses_shared_memory() {
 #[test]
 fn refuses_memory64() {
     let msg = refusal(&module_component(
-        r#"(import "x" "m" (memory 1)) (memory i64 1)"#,
+        "(memory 1) (memory i64 1)",
     ));
-    // Module 1 imports a memory, so its own is memory 1.
     assert!(
         msg.starts_with("core module 1, memory 1: 64-bit memories (memory64) are not supported"),
         "{msg}"
@@ -471,9 +503,9 @@ fn refuses_table_mutation() {
         ("(table.init $e (i32.const 0) (i32.const 0) (i32.const 0))", "table.init"),
     ] {
         let msg = refusal(&module_component(&format!(
-            r#"(import "x" "f" (func))
-               (table 2 funcref)
+            r#"(table 2 funcref)
                (elem $e func 0)
+               (func)
                (func)
                (func {body})"#
         )));
@@ -485,6 +517,20 @@ fn refuses_table_mutation() {
             )
         );
     }
+    // Function indices count imported functions.
+    let msg = refusal(
+        r#"(component
+          (core module $lib (func (export "f")))
+          (core instance $l (instantiate $lib))
+          (core module $m
+            (import "lib" "f" (func))
+            (table 1 funcref)
+            (elem declare func 0)
+            (func (table.set (i32.const 0) (ref.func 0))))
+          (core instance (instantiate $m (with "lib" (instance $l)))))"#,
+    );
+    assert!(msg.starts_with("core module 1, function 1: `table.set`"), "{msg}");
+
     // A table filled only by an active element segment, read by
     // call_indirect, is fine.
     let bytes = wat::parse_str(module_component(

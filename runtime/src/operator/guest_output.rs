@@ -46,7 +46,11 @@ impl GuestOutput {
     /// Forgets the kept tail (called before each batch, so a trap shows only
     /// what its own batch printed).
     pub fn clear_tail(&self) {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).tail.clear();
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .tail
+            .clear();
     }
 
     fn append(&self, bytes: &[u8]) {

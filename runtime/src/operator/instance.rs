@@ -41,7 +41,9 @@ pub enum Fault {
         guest_output: String,
     },
     /// The call used all its fuel.
-    #[error("CPU limit exceeded: the batch of {records} record(s) used its whole budget of {fuel} fuel ({fuel_per_record} per record; raise limits.fuel_per_record if the work is legitimate)")]
+    #[error(
+        "CPU limit exceeded: the batch of {records} record(s) used its whole budget of {fuel} fuel ({fuel_per_record} per record; raise limits.fuel_per_record if the work is legitimate)"
+    )]
     Fuel {
         /// Records in the batch.
         records: usize,
@@ -110,7 +112,12 @@ struct MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired as u64 > self.memory_bytes_max {
             self.refused_bytes = Some(desired as u64);
             return Ok(false);
@@ -118,7 +125,12 @@ impl ResourceLimiter for MemoryLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= TABLE_ELEMENTS_MAX)
     }
 }
@@ -177,7 +189,10 @@ impl PreparedOperator {
     pub fn instantiate(&self) -> Result<OperatorInstance, OperatorError> {
         let stdout = GuestOutput::new(self.name.clone(), "stdout");
         let stderr = GuestOutput::new(self.name.clone(), "stderr");
-        let wasi = WasiCtx::builder().stdout(stdout.clone()).stderr(stderr.clone()).build();
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .build();
         let state = HostState {
             operator: self.name.clone(),
             wasi,
@@ -194,17 +209,28 @@ impl PreparedOperator {
             message,
         };
         store
-            .set_fuel(self.limits.fuel_per_record.saturating_mul(INIT_FUEL_RECORDS))
+            .set_fuel(
+                self.limits
+                    .fuel_per_record
+                    .saturating_mul(INIT_FUEL_RECORDS),
+            )
             .map_err(|e| init_error(format!("{e:#}")))?;
         let bindings = self
             .pre
             .instantiate(&mut store)
             .map_err(|e| init_error(format!("instantiation failed: {e:#}")))?;
-        let result = bindings.weir_operator_handler().call_init(&mut store, &self.config);
+        let result = bindings
+            .weir_operator_handler()
+            .call_init(&mut store, &self.config);
         match result {
             Ok(Ok(())) => {}
             Ok(Err(message)) => return Err(init_error(message)),
-            Err(e) => return Err(init_error(format!("trapped: {e:#}{}", guest_said(&stderr.tail())))),
+            Err(e) => {
+                return Err(init_error(format!(
+                    "trapped: {e:#}{}",
+                    guest_said(&stderr.tail())
+                )));
+            }
         }
         Ok(OperatorInstance {
             name: self.name.clone(),
@@ -233,13 +259,18 @@ impl OperatorInstance {
 
     /// Runs `process` on a non-empty batch.
     pub fn process(&mut self, batch: &[Record]) -> Result<BatchResult, OperatorError> {
-        let fuel = self.limits.fuel_per_record.saturating_mul(batch.len() as u64);
+        let fuel = self
+            .limits
+            .fuel_per_record
+            .saturating_mul(batch.len() as u64);
         for out in &self.guest_output {
             out.clear_tail();
         }
         self.store.data_mut().limiter.refused_bytes = None;
         let call = self.store.set_fuel(fuel).and_then(|()| {
-            self.bindings.weir_operator_handler().call_process(&mut self.store, batch)
+            self.bindings
+                .weir_operator_handler()
+                .call_process(&mut self.store, batch)
         });
         call.map_err(|error| OperatorError::Fault {
             operator: self.name.to_string(),

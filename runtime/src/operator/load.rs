@@ -37,13 +37,19 @@ impl ComponentCache {
     }
 
     /// Reads, validates and compiles the component for operator `operator`.
-    pub fn load(&self, engine: &Engine, operator: &str, path: &Path) -> Result<Component, OperatorError> {
+    pub fn load(
+        &self,
+        engine: &Engine,
+        operator: &str,
+        path: &Path,
+    ) -> Result<Component, OperatorError> {
         let fail = |message: String| OperatorError::Load {
             operator: operator.to_owned(),
             path: path.to_owned(),
             message,
         };
-        let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read the component: {e}")))?;
+        let bytes =
+            std::fs::read(path).map_err(|e| fail(format!("cannot read the component: {e}")))?;
         if wasmparser::Parser::is_core_wasm(&bytes) {
             return Err(fail(
                 "this is a core WebAssembly module, not a component; build the operator for \
@@ -54,7 +60,9 @@ impl ComponentCache {
         if !wasmparser::Parser::is_component(&bytes) {
             return Err(fail("not a WebAssembly component (the file does not start with the wasm magic bytes and component version)".into()));
         }
-        let component = self.compile(engine, &bytes).map_err(|e| fail(format!("invalid component: {e:#}")))?;
+        let component = self
+            .compile(engine, &bytes)
+            .map_err(|e| fail(format!("invalid component: {e:#}")))?;
         check_world(engine, &component).map_err(fail)?;
         Ok(component)
     }
@@ -63,11 +71,17 @@ impl ComponentCache {
         let Some(dir) = &self.dir else {
             return Component::new(engine, bytes);
         };
-        let file = dir.join(format!("{}-{}.cwasm", blake3::hash(bytes).to_hex(), engine_fingerprint(engine)));
+        let file = dir.join(format!(
+            "{}-{}.cwasm",
+            blake3::hash(bytes).to_hex(),
+            engine_fingerprint(engine)
+        ));
         if file.exists() {
             match deserialize_cached(engine, &file) {
                 Ok(component) => return Ok(component),
-                Err(e) => tracing::warn!(file = %file.display(), "ignoring unusable cached component: {e:#}"),
+                Err(e) => {
+                    tracing::warn!(file = %file.display(), "ignoring unusable cached component: {e:#}")
+                }
             }
         }
         let component = Component::new(engine, bytes)?;
@@ -108,10 +122,15 @@ fn store_cached(component: &Component, dir: &Path, file: &Path) -> anyhow::Resul
 /// what is missing and what to do.
 fn check_world(engine: &Engine, component: &Component) -> Result<(), String> {
     let ty = component.component_type();
-    let exports: Vec<(String, ComponentItem)> =
-        ty.exports(engine).map(|(name, item)| (name.to_owned(), item.ty)).collect();
+    let exports: Vec<(String, ComponentItem)> = ty
+        .exports(engine)
+        .map(|(name, item)| (name.to_owned(), item.ty))
+        .collect();
     let Some((_, item)) = exports.iter().find(|(name, _)| name == HANDLER_EXPORT) else {
-        if let Some((name, _)) = exports.iter().find(|(name, _)| name.starts_with(HANDLER_PREFIX)) {
+        if let Some((name, _)) = exports
+            .iter()
+            .find(|(name, _)| name.starts_with(HANDLER_PREFIX))
+        {
             return Err(format!(
                 "the component implements `{name}`, but this weir runs `{HANDLER_EXPORT}`; \
                  rebuild the operator against the WIT shipped with this weir (wit/operator.wit)"
@@ -121,16 +140,26 @@ fn check_world(engine: &Engine, component: &Component) -> Result<(), String> {
         return Err(format!(
             "the component does not implement the weir operator world: it has no export `{HANDLER_EXPORT}` \
              (its exports: {}); build it against wit/operator.wit, world `operator`",
-            if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            }
         ));
     };
     let ComponentItem::ComponentInstance(instance) = item else {
         return Err(format!("export `{HANDLER_EXPORT}` is not an instance"));
     };
-    let funcs: Vec<String> = instance.exports(engine).map(|(n, _)| n.to_owned()).collect();
+    let funcs: Vec<String> = instance
+        .exports(engine)
+        .map(|(n, _)| n.to_owned())
+        .collect();
     for f in HANDLER_FUNCS {
         if !funcs.iter().any(|n| n == f) {
-            return Err(format!("export `{HANDLER_EXPORT}` lacks function `{f}` (it has: {})", funcs.join(", ")));
+            return Err(format!(
+                "export `{HANDLER_EXPORT}` lacks function `{f}` (it has: {})",
+                funcs.join(", ")
+            ));
         }
     }
     Ok(())

@@ -21,7 +21,11 @@ impl Sinks {
 
     /// Names, for messages.
     pub fn names(&self) -> String {
-        self.entries.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+        self.entries
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -33,9 +37,11 @@ pub fn source(pipeline: &Pipeline) -> Result<Box<dyn Source>, PipelineError> {
             format,
             max_line_bytes,
         } => Box::new(FileSource::open(path, *format, *max_line_bytes)?),
-        SourceSpec::Generator { profile, records, seed } => {
-            Box::new(GeneratorSource::new(*profile, *seed, *records))
-        }
+        SourceSpec::Generator {
+            profile,
+            records,
+            seed,
+        } => Box::new(GeneratorSource::new(*profile, *seed, *records)),
     })
 }
 
@@ -55,7 +61,10 @@ pub fn sinks(pipeline: &Pipeline) -> Result<Sinks, PipelineError> {
 }
 
 /// Compiles (or loads from cache), checks and links every operator.
-pub fn operators(pipeline: &Pipeline, cache: &ComponentCache) -> Result<Vec<PreparedOperator>, PipelineError> {
+pub fn operators(
+    pipeline: &Pipeline,
+    cache: &ComponentCache,
+) -> Result<Vec<PreparedOperator>, PipelineError> {
     let engine = new_engine().map_err(|e| PipelineError::Engine(format!("{e:#}")))?;
     let linker = new_linker(&engine).map_err(|e| PipelineError::Engine(format!("{e:#}")))?;
     let limits = Limits {
@@ -67,8 +76,16 @@ pub fn operators(pipeline: &Pipeline, cache: &ComponentCache) -> Result<Vec<Prep
         .operators
         .iter()
         .map(|op| {
-            PreparedOperator::prepare(&engine, &linker, cache, &op.name, &op.component, op.init_config(), limits)
-                .map_err(PipelineError::from)
+            PreparedOperator::prepare(
+                &engine,
+                &linker,
+                cache,
+                &op.name,
+                &op.component,
+                op.init_config(),
+                limits,
+            )
+            .map_err(PipelineError::from)
         })
         .collect()
 }

@@ -5,10 +5,10 @@ use crate::config::MAIN_SINK;
 use crate::operator::{Fault, OperatorError, OperatorInstance, PreparedOperator};
 use crate::record::{Output, Position, Record};
 
+use super::PipelineError;
 use super::build::Sinks;
 use super::dead_letter::Origin;
 use super::summary::OperatorStats;
-use super::PipelineError;
 
 /// A record an operator refused, with what is needed to report it.
 pub struct Rejected {
@@ -102,7 +102,11 @@ impl Chain {
     ) -> Result<(), ChainError> {
         if self.instances.is_empty() {
             let Some(main) = self.main_sink else {
-                return Err(ChainError::Stop(unknown_sink("(no operator)", MAIN_SINK, sinks)));
+                return Err(ChainError::Stop(unknown_sink(
+                    "(no operator)",
+                    MAIN_SINK,
+                    sinks,
+                )));
             };
             buffers[main].extend(records.iter().map(|r| Output {
                 sink: String::new(),
@@ -140,7 +144,10 @@ impl Chain {
                 let Some(record) = input.get(index) else {
                     return Err(ChainError::Stop(PipelineError::NotDeterministic {
                         operator: self.prepared[k].name().to_owned(),
-                        detail: format!("it rejected record index {index} of a batch of {}", input.len()),
+                        detail: format!(
+                            "it rejected record index {index} of a batch of {}",
+                            input.len()
+                        ),
                     }));
                 };
                 rejected.push(Rejected {
@@ -168,7 +175,11 @@ impl Chain {
                         }
                         MainRoute::Sink(i) => i,
                         MainRoute::Missing => {
-                            return Err(ChainError::Stop(unknown_sink(self.prepared[k].name(), MAIN_SINK, sinks)));
+                            return Err(ChainError::Stop(unknown_sink(
+                                self.prepared[k].name(),
+                                MAIN_SINK,
+                                sinks,
+                            )));
                         }
                     }
                 } else {

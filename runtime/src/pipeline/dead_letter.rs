@@ -43,7 +43,13 @@ struct DeadLetter<'a> {
 }
 
 /// Renders a dead letter as an output for the dead-letter sink.
-pub fn render(source: &str, origin: &Origin, operator: Option<&str>, reason: &str, value: &[u8]) -> Output {
+pub fn render(
+    source: &str,
+    origin: &Origin,
+    operator: Option<&str>,
+    reason: &str,
+    value: &[u8],
+) -> Output {
     let text = std::str::from_utf8(value).ok();
     let letter = DeadLetter {
         source,
@@ -56,7 +62,8 @@ pub fn render(source: &str, origin: &Origin, operator: Option<&str>, reason: &st
             None => Some(value.iter().map(|b| format!("{b:02x}")).collect()),
         },
     };
-    let json = serde_json::to_vec(&letter).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
+    let json = serde_json::to_vec(&letter)
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
     Output {
         sink: String::new(),
         key: None,

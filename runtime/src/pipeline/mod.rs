@@ -72,19 +72,21 @@ pub enum PipelineError {
         /// The source.
         source_name: String,
         /// Which record.
-        origin: Origin,
+        origin: Box<Origin>,
         /// What happened.
-        fault: Fault,
+        fault: Box<Fault>,
     },
     /// An operator rejected a record (error policy `stop`).
-    #[error("operator `{operator}` rejected the record at {source_name} {origin}: {reason}{STOP_HINT}")]
+    #[error(
+        "operator `{operator}` rejected the record at {source_name} {origin}: {reason}{STOP_HINT}"
+    )]
     Rejected {
         /// The operator.
         operator: String,
         /// The source.
         source_name: String,
         /// Which record.
-        origin: Origin,
+        origin: Box<Origin>,
         /// The operator's reason.
         reason: String,
     },
@@ -94,12 +96,14 @@ pub enum PipelineError {
         /// The source.
         source_name: String,
         /// Which record.
-        origin: Origin,
+        origin: Box<Origin>,
         /// Why.
         reason: String,
     },
     /// An operator addressed an output to a sink the pipeline lacks.
-    #[error("operator `{operator}` wrote to sink `{sink}`, but the pipeline has no sink of that name (sinks: {known}); add [sinks.{sink}] to the pipeline file")]
+    #[error(
+        "operator `{operator}` wrote to sink `{sink}`, but the pipeline has no sink of that name (sinks: {known}); add [sinks.{sink}] to the pipeline file"
+    )]
     UnknownSink {
         /// The operator.
         operator: String,
@@ -109,7 +113,9 @@ pub enum PipelineError {
         known: String,
     },
     /// Replaying journaled input did not reproduce the operators' behaviour.
-    #[error("operator `{operator}` is not deterministic: replaying records it had processed before failed: {detail}")]
+    #[error(
+        "operator `{operator}` is not deterministic: replaying records it had processed before failed: {detail}"
+    )]
     NotDeterministic {
         /// The operator.
         operator: String,

@@ -78,7 +78,11 @@ impl fmt::Display for Summary {
             self.elapsed.as_secs_f64(),
             self.records_per_second()
         )?;
-        writeln!(f, "  source    {}: {} records, {} malformed", self.source, self.records_in, self.malformed)?;
+        writeln!(
+            f,
+            "  source    {}: {} records, {} malformed",
+            self.source, self.records_in, self.malformed
+        )?;
         for op in &self.operators {
             writeln!(
                 f,
@@ -89,12 +93,19 @@ impl fmt::Display for Summary {
         for sink in &self.sinks {
             writeln!(f, "  {}: {} written", sink.describe, sink.written)?;
         }
-        write!(f, "  dead letters: {}, recoveries by replay: {}", self.dead_letters, self.recoveries)
+        write!(
+            f,
+            "  dead letters: {}, recoveries by replay: {}",
+            self.dead_letters, self.recoveries
+        )
     }
 }
 
 mod duration_secs {
-    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.serialize_f64(d.as_secs_f64())
     }
 }

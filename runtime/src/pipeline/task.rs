@@ -8,11 +8,11 @@ use crate::operator::PreparedOperator;
 use crate::record::{Malformed, Output, Position, SourceBatch};
 use crate::source::{ReadOutcome, Source};
 
+use super::PipelineError;
 use super::build::Sinks;
 use super::chain::{Chain, ChainError, Rejected};
 use super::dead_letter::{self, Origin};
 use super::summary::{OperatorStats, SinkStats, Summary};
-use super::PipelineError;
 
 /// What the task fed its operators since the restore point, in order; replay
 /// reproduces the operators' state from it.
@@ -53,7 +53,11 @@ impl Task {
     ) -> Result<Task, PipelineError> {
         let spec = &pipeline.spec;
         let chain = Chain::new(operators, &sinks)?;
-        let dead_letter_sink = spec.errors.dead_letter_sink.as_deref().and_then(|n| sinks.index(n));
+        let dead_letter_sink = spec
+            .errors
+            .dead_letter_sink
+            .as_deref()
+            .and_then(|n| sinks.index(n));
         let summary = Summary {
             pipeline: spec.name.clone(),
             source: source.describe(),
@@ -159,8 +163,8 @@ impl Task {
                         return Err(PipelineError::Fault {
                             operator: name,
                             source_name: self.source_name.clone(),
-                            origin,
-                            fault,
+                            origin: Box::new(origin),
+                            fault: Box::new(fault),
                         });
                     }
                     let letter = dead_letter::render(
@@ -180,7 +184,11 @@ impl Task {
     }
 
     /// Runs the chain and applies the policy to rejections.
-    fn run_chain(&mut self, records: &[crate::record::Record], positions: &[Position]) -> Result<(), ChainError> {
+    fn run_chain(
+        &mut self,
+        records: &[crate::record::Record],
+        positions: &[Position],
+    ) -> Result<(), ChainError> {
         let result = self.chain.run(
             records,
             positions,
@@ -202,7 +210,7 @@ impl Task {
             return Err(ChainError::Stop(PipelineError::Rejected {
                 operator: self.chain.name(first.operator).to_owned(),
                 source_name: self.source_name.clone(),
-                origin: first.origin,
+                origin: Box::new(first.origin),
                 reason: first.reason,
             }));
         }
@@ -229,17 +237,25 @@ impl Task {
         if self.policy == ErrorPolicy::Stop {
             return Err(PipelineError::Malformed {
                 source_name: self.source_name.clone(),
-                origin,
+                origin: Box::new(origin),
                 reason: malformed.reason,
             });
         }
-        let letter = dead_letter::render(&self.source_name, &origin, None, &malformed.reason, &malformed.raw);
+        let letter = dead_letter::render(
+            &self.source_name,
+            &origin,
+            None,
+            &malformed.reason,
+            &malformed.raw,
+        );
         self.dead_letter(letter)
     }
 
     fn dead_letter(&mut self, letter: Output) -> Result<(), PipelineError> {
         if let Some(dlq) = self.dead_letter_sink {
-            self.sinks.entries[dlq].1.write(std::slice::from_ref(&letter))?;
+            self.sinks.entries[dlq]
+                .1
+                .write(std::slice::from_ref(&letter))?;
             self.summary.dead_letters += 1;
         }
         Ok(())
@@ -287,7 +303,14 @@ impl Task {
                 }
             }
             if let Fed::Batch(_) = fed {
-                let result = self.chain.run(&batch.records, &batch.positions, &self.sinks, &mut self.buffers, &mut self.rejected, None);
+                let result = self.chain.run(
+                    &batch.records,
+                    &batch.positions,
+                    &self.sinks,
+                    &mut self.buffers,
+                    &mut self.rejected,
+                    None,
+                );
                 self.discard();
                 if let Err(e) = result {
                     return Err(match e {

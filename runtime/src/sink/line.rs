@@ -79,8 +79,9 @@ impl<W: Write + Send> Sink for LineSink<W> {
                 return Err(SinkError::Unrepresentable {
                     sink: self.name.clone(),
                     index,
-                    reason: "the value contains a newline, which this line-framed sink cannot write"
-                        .into(),
+                    reason:
+                        "the value contains a newline, which this line-framed sink cannot write"
+                            .into(),
                 });
             }
             let result = self

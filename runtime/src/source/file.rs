@@ -27,7 +27,11 @@ pub struct FileSource {
 
 impl FileSource {
     /// Opens `path` at its first line.
-    pub fn open(path: &Path, format: LineFormat, max_line_bytes: usize) -> Result<FileSource, SourceError> {
+    pub fn open(
+        path: &Path,
+        format: LineFormat,
+        max_line_bytes: usize,
+    ) -> Result<FileSource, SourceError> {
         let file = File::open(path).map_err(|error| SourceError::Io {
             source_name: format!("file {}", path.display()),
             operation: "open",
@@ -43,7 +47,6 @@ impl FileSource {
             buf: Vec::new(),
         })
     }
-
 
     /// Reads the next line into `self.buf` (without its terminator). Returns
     /// `None` at end of file, `Some(true)` when the line was longer than
@@ -81,7 +84,10 @@ impl FileSource {
     fn skip_rest_of_line(&mut self) -> Result<u64, SourceError> {
         let mut skipped = 0u64;
         loop {
-            let chunk = self.reader.fill_buf().map_err(|e| io_error(&self.path, "read", e))?;
+            let chunk = self
+                .reader
+                .fill_buf()
+                .map_err(|e| io_error(&self.path, "read", e))?;
             if chunk.is_empty() {
                 return Ok(skipped);
             }
@@ -152,7 +158,10 @@ impl Source for FileSource {
                 return Ok(ReadOutcome::Malformed(Malformed {
                     position,
                     raw: std::mem::take(&mut self.buf),
-                    reason: format!("line is longer than max_line_bytes = {}", self.max_line_bytes),
+                    reason: format!(
+                        "line is longer than max_line_bytes = {}",
+                        self.max_line_bytes
+                    ),
                 }));
             }
             if self.buf.is_empty() {
@@ -193,20 +202,29 @@ impl Source for FileSource {
             return Err(invalid("not a file position".into()));
         };
         let file = self.reader.get_mut();
-        let len = file.metadata().map_err(|e| io_error(&self.path, "stat", e))?.len();
+        let len = file
+            .metadata()
+            .map_err(|e| io_error(&self.path, "stat", e))?
+            .len();
         if byte > len || line == 0 {
             return Err(invalid(format!("the file has {len} bytes")));
         }
-        if byte > 0 {
+        // Every line starts after a newline, except the first; the end of a
+        // file whose last line lacks a newline is valid too.
+        if byte > 0 && byte < len {
             let mut prev = [0u8; 1];
             let file = self.reader.get_mut();
-            file.seek(SeekFrom::Start(byte - 1)).map_err(|e| io_error(&self.path, "seek", e))?;
-            file.read_exact(&mut prev).map_err(|e| io_error(&self.path, "read", e))?;
+            file.seek(SeekFrom::Start(byte - 1))
+                .map_err(|e| io_error(&self.path, "seek", e))?;
+            file.read_exact(&mut prev)
+                .map_err(|e| io_error(&self.path, "read", e))?;
             if prev[0] != b'\n' {
                 return Err(invalid("byte offset is not at the start of a line".into()));
             }
         }
-        self.reader.seek(SeekFrom::Start(byte)).map_err(|e| io_error(&self.path, "seek", e))?;
+        self.reader
+            .seek(SeekFrom::Start(byte))
+            .map_err(|e| io_error(&self.path, "seek", e))?;
         self.line = line;
         self.byte = byte;
         Ok(())

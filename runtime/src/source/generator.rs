@@ -92,13 +92,17 @@ impl GeneratorSource {
         let dropoff = BASE_MS + i as i64 * 1_000;
         let minutes = 2 + (self.h(i, 2) % 30) as i64;
         let mut pickup = dropoff - minutes * 60_000 - (self.h(i, 3) % 60_000) as i64;
-        if self.h(i, 4) % 100 == 0 {
+        if self.h(i, 4).is_multiple_of(100) {
             // A device that syncs hours later: its ride lands in a window
             // that has long closed.
             pickup -= (60 + (self.h(i, 5) % 120) as i64) * 60_000;
         }
         let fare = 250 + self.h(i, 6) % 6_000;
-        let tip = if self.h(i, 7) % 5 == 0 { self.h(i, 8) % 1_500 } else { 0 };
+        let tip = if self.h(i, 7).is_multiple_of(5) {
+            self.h(i, 8) % 1_500
+        } else {
+            0
+        };
         write!(out, "ride-{i:012},{zone},{pickup},{dropoff},{fare},{tip}")
     }
 }
