@@ -90,3 +90,35 @@ fn a_chain_of_two_operators_feeds_the_first_into_the_second() {
         "seen 1: seen 1: a\nseen 2: seen 2: b\n"
     );
 }
+
+#[test]
+fn components_are_compiled_once_and_cached_on_disk() {
+    let fx = Fixture::new();
+    fx.write("input.csv", "a\n");
+    fx.write("pipeline.toml", pipeline(&[("faulty", "faulty", "")], ""));
+    let cache = fx.path("cache");
+    let cached = || -> Vec<std::path::PathBuf> {
+        match std::fs::read_dir(cache.join("components")) {
+            Ok(dir) => dir.map(|e| e.unwrap().path()).collect(),
+            Err(_) => Vec::new(),
+        }
+    };
+    let run = |fx: &Fixture| {
+        fx.weir(&["run", "pipeline.toml", "--cache-dir", cache.to_str().unwrap()])
+            .ok()
+    };
+    run(&fx);
+    let files = cached();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].extension().is_some_and(|e| e == "cwasm"));
+    let modified = std::fs::metadata(&files[0]).unwrap().modified().unwrap();
+    run(&fx);
+    assert_eq!(std::fs::metadata(&files[0]).unwrap().modified().unwrap(), modified, "the cached component was rewritten");
+    // A damaged cache entry is not trusted: weir recompiles and replaces it.
+    std::fs::write(&files[0], b"garbage").unwrap();
+    assert_eq!(fx.read("out/main.csv"), "seen 1: a\n");
+    let rerun = run(&fx);
+    assert_contains(&rerun.stderr, &["ignoring unusable cached component"]);
+    assert_eq!(fx.read("out/main.csv"), "seen 1: a\n");
+    assert_ne!(std::fs::read(&files[0]).unwrap(), b"garbage");
+}
