@@ -104,8 +104,13 @@ fn components_are_compiled_once_and_cached_on_disk() {
         }
     };
     let run = |fx: &Fixture| {
-        fx.weir(&["run", "pipeline.toml", "--cache-dir", cache.to_str().unwrap()])
-            .ok()
+        fx.weir(&[
+            "run",
+            "pipeline.toml",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ])
+        .ok()
     };
     run(&fx);
     let files = cached();
@@ -113,7 +118,11 @@ fn components_are_compiled_once_and_cached_on_disk() {
     assert!(files[0].extension().is_some_and(|e| e == "cwasm"));
     let modified = std::fs::metadata(&files[0]).unwrap().modified().unwrap();
     run(&fx);
-    assert_eq!(std::fs::metadata(&files[0]).unwrap().modified().unwrap(), modified, "the cached component was rewritten");
+    assert_eq!(
+        std::fs::metadata(&files[0]).unwrap().modified().unwrap(),
+        modified,
+        "the cached component was rewritten"
+    );
     // A damaged cache entry is not trusted: weir recompiles and replaces it.
     std::fs::write(&files[0], b"garbage").unwrap();
     assert_eq!(fx.read("out/main.csv"), "seen 1: a\n");
