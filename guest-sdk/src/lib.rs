@@ -522,8 +522,15 @@ pub mod __private {
 /// Use it once, in the operator crate (built as a `cdylib` for
 /// `wasm32-wasip2`):
 ///
-/// ```ignore
+/// ```
+/// # use weir_guest::{Config, Emitter, Operator, Record, Reject};
+/// # struct MyOperator;
+/// # impl Operator for MyOperator {
+/// #     fn init(_: &Config) -> Result<Self, String> { Ok(MyOperator) }
+/// #     fn process(&mut self, _: &Record, _: &mut Emitter) -> Result<(), Reject> { Ok(()) }
+/// # }
 /// weir_guest::export_operator!(MyOperator);
+/// # fn main() {}
 /// ```
 ///
 /// The operator instance lives in a static slot: `init` fills it, `process`

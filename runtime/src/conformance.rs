@@ -190,3 +190,142 @@ pub fn sink(open: &mut dyn FnMut() -> (Box<dyn Sink>, ReadBack)) {
         Err(e) => panic!("{}: unexpected error {e}", sink.describe()),
     }
 }
+
+/// Checks a [`CheckpointStore`](crate::checkpoint::CheckpointStore) over a
+/// backend. `raw` is the same backend, for tampering with objects. The store
+/// must be empty.
+pub async fn checkpoint_store(store: &crate::checkpoint::CheckpointStore) {
+    use crate::checkpoint::{
+        EpochEntry, EpochStats, GlobalState, Hash, Manifest, MemoryState, OperatorState,
+        PutOutcome, StoreError,
+    };
+    use bytes::Bytes;
+    use object_store::{ObjectStoreExt, PutPayload};
+
+    // Content-addressed pages: a second put is a no-op; reads verify.
+    let page = Bytes::from(vec![7u8; 65536]);
+    let hash = Hash::of(&page);
+    assert!(!store.has_page(&hash).await.unwrap());
+    assert_eq!(
+        store.put_page(&hash, page.clone()).await.unwrap(),
+        PutOutcome::Uploaded
+    );
+    assert_eq!(
+        store.put_page(&hash, page.clone()).await.unwrap(),
+        PutOutcome::AlreadyPresent
+    );
+    assert!(store.has_page(&hash).await.unwrap());
+    assert_eq!(store.get_page(&hash).await.unwrap(), page);
+    let missing = Hash::of(b"never stored");
+    assert!(matches!(
+        store.get_page(&missing).await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    // A page whose bytes were altered is reported corrupt, naming the key.
+    let bad = Bytes::from(vec![9u8; 100]);
+    let bad_hash = Hash::of(&bad);
+    store.put_page(&bad_hash, bad).await.unwrap();
+    let key = crate::checkpoint::layout::page(store.root(), &bad_hash);
+    store
+        .object_store()
+        .put(&key, PutPayload::from(vec![8u8; 100]))
+        .await
+        .unwrap();
+    match store.get_page(&bad_hash).await {
+        Err(StoreError::Corrupt { key: k, .. }) => assert_eq!(k, key.to_string()),
+        other => panic!("a tampered page was not reported corrupt: {other:?}"),
+    }
+
+    // Components.
+    let component = Bytes::from_static(b"\0asm component bytes");
+    let c = store.put_component(component.clone()).await.unwrap();
+    assert_eq!(store.get_component(&c).await.unwrap(), component);
+
+    // Manifests, commit markers, epoch listing in numeric order.
+    let manifest = |epoch: u64| Manifest {
+        format_version: crate::checkpoint::FORMAT_VERSION,
+        pipeline: "p".into(),
+        task: "t-0".into(),
+        epoch,
+        created_unix_ms: 1_700_000_000_000 + epoch,
+        source_position: Position::File {
+            line: epoch * 10,
+            byte: epoch * 100,
+        },
+        operators: vec![OperatorState {
+            name: "op".into(),
+            component: c,
+            memories: vec![MemoryState {
+                size_bytes: 65536,
+                page_bytes: 65536,
+                pages: vec![hash],
+            }],
+            globals: vec![
+                GlobalState::I32(1 << 20),
+                GlobalState::F64(0x7ff8_0000_0000_0001),
+            ],
+        }],
+        stats: EpochStats {
+            capture_pause_us: 5,
+            state_bytes: 65536,
+            new_bytes: 65536,
+        },
+    };
+    for epoch in [1, 2, 10] {
+        let marker = store.put_manifest(&manifest(epoch)).await.unwrap();
+        if epoch != 10 {
+            store.commit("t-0", epoch, &marker).await.unwrap();
+            store.commit("t-0", epoch, &marker).await.unwrap(); // idempotent
+        }
+    }
+    assert_eq!(
+        store.epochs("t-0").await.unwrap(),
+        vec![
+            EpochEntry {
+                epoch: 1,
+                committed: true
+            },
+            EpochEntry {
+                epoch: 2,
+                committed: true
+            },
+            EpochEntry {
+                epoch: 10,
+                committed: false
+            },
+        ]
+    );
+    assert_eq!(store.read_committed("t-0", 2).await.unwrap(), manifest(2));
+    assert!(matches!(
+        store.read_committed("t-0", 10).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(store.epochs("other-task").await.unwrap().is_empty());
+
+    // A second, different manifest cannot take over a committed epoch.
+    let mut other = manifest(2);
+    other.created_unix_ms += 1;
+    let other_marker = store.put_manifest(&other).await.unwrap();
+    assert!(matches!(
+        store.commit("t-0", 2, &other_marker).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    // ...and since its manifest was overwritten, epoch 2 now reads corrupt.
+    assert!(matches!(
+        store.read_committed("t-0", 2).await,
+        Err(StoreError::Corrupt { .. })
+    ));
+
+    // Deleting an epoch removes it from the listing; pages stay.
+    store.delete_epoch("t-0", 1).await.unwrap();
+    store.delete_epoch("t-0", 1).await.unwrap();
+    assert_eq!(store.epochs("t-0").await.unwrap()[0].epoch, 2);
+    assert!(store.has_page(&hash).await.unwrap());
+
+    // Names that would escape or confuse the layout are refused.
+    assert!(matches!(
+        store.epochs("../x").await,
+        Err(StoreError::InvalidName { .. })
+    ));
+}

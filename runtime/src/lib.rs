@@ -5,6 +5,7 @@
 //! [`operator`]) and [`sink::Sink`]s. [`pipeline::run`] drives records
 //! through it in batches. See ARCHITECTURE.md for the map.
 
+pub mod checkpoint;
 pub mod config;
 pub mod conformance;
 pub mod operator;

@@ -113,3 +113,37 @@ fn lines(bytes: &[u8]) -> Vec<Vec<u8>> {
     lines.pop();
     lines
 }
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
+fn checkpoint_store_on_local_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+    let store = weir::checkpoint::CheckpointStore::new(
+        Arc::new(backend),
+        object_store::path::Path::from("ckpt"),
+        "pipeline-a",
+        format!("file://{}", dir.path().display()),
+    )
+    .unwrap();
+    block_on(conformance::checkpoint_store(&store));
+}
+
+#[test]
+fn checkpoint_store_in_memory() {
+    let store = weir::checkpoint::CheckpointStore::new(
+        Arc::new(object_store::memory::InMemory::new()),
+        object_store::path::Path::from(""),
+        "pipeline-a",
+        "memory://".into(),
+    )
+    .unwrap();
+    block_on(conformance::checkpoint_store(&store));
+}

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::panic, missing_docs)]
 
 mod bad_input;
+mod checkpoint_format;
 mod cli;
 mod conformance;
 mod examples;

@@ -1,0 +1,73 @@
+//! Object keys of the checkpoint store. One function per kind of object, so
+//! the layout is written down exactly once.
+
+use object_store::path::Path;
+
+use super::Hash;
+
+/// Characters allowed in a pipeline or task name used in a key.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && name != "."
+        && name != ".."
+}
+
+/// `<root>/<pipeline>`.
+pub fn pipeline_root(root: &Path, pipeline: &str) -> Path {
+    root.clone().join(pipeline)
+}
+
+/// `<pipeline root>/components/<blake3>.wasm`.
+pub fn component(pipeline_root: &Path, hash: &Hash) -> Path {
+    pipeline_root
+        .clone()
+        .join("components")
+        .join(format!("{hash}.wasm"))
+}
+
+/// `<pipeline root>/pages/<first two hex digits>/<blake3>`: the fan-out keeps
+/// directories of a local store small.
+pub fn page(pipeline_root: &Path, hash: &Hash) -> Path {
+    let hex = hash.to_string();
+    pipeline_root
+        .clone()
+        .join("pages")
+        .join(&hex[..2])
+        .join(hex)
+}
+
+/// `<pipeline root>/tasks/<task>/epochs/`.
+pub fn epochs(pipeline_root: &Path, task: &str) -> Path {
+    pipeline_root
+        .clone()
+        .join("tasks")
+        .join(task)
+        .join("epochs")
+}
+
+/// The directory of one epoch. Epochs are zero-padded to 20 digits so that
+/// lexicographic order (what object stores list in) is numeric order.
+pub fn epoch(pipeline_root: &Path, task: &str, epoch: u64) -> Path {
+    epochs(pipeline_root, task).join(format!("{epoch:020}"))
+}
+
+/// The manifest of an epoch.
+pub fn manifest(pipeline_root: &Path, task: &str, epoch_number: u64) -> Path {
+    epoch(pipeline_root, task, epoch_number).join("manifest")
+}
+
+/// The commit marker of an epoch.
+pub fn commit(pipeline_root: &Path, task: &str, epoch_number: u64) -> Path {
+    epoch(pipeline_root, task, epoch_number).join("commit")
+}
+
+/// Parses the epoch number out of an epoch directory name.
+pub fn parse_epoch(segment: &str) -> Option<u64> {
+    (segment.len() == 20 && segment.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| segment.parse().ok())
+        .flatten()
+}

@@ -1,0 +1,179 @@
+//! The manifest of an epoch and its commit marker: the documented, versioned
+//! format (docs/checkpoint-format.md). Encoded with postcard; field order is
+//! part of the format, so fields are only ever appended in a new version.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::record::Position;
+
+/// The manifest format this weir writes. It reads this and every older one.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A blake3 hash: names pages and components, checks manifests.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Hash(pub [u8; 32]);
+
+impl Hash {
+    /// The hash of `bytes`.
+    pub fn of(bytes: &[u8]) -> Hash {
+        Hash(*blake3::hash(bytes).as_bytes())
+    }
+}
+
+impl fmt::Display for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Hash({self})")
+    }
+}
+
+/// Everything needed to restore one task at the end of an epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// [`FORMAT_VERSION`] of the weir that wrote it. Always first.
+    pub format_version: u32,
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// The task (one per source partition).
+    pub task: String,
+    /// The epoch: 1 for the first checkpoint of the task, then +1.
+    pub epoch: u64,
+    /// Wall time when the state was captured, ms since the Unix epoch.
+    /// Informational only: never read on recovery.
+    pub created_unix_ms: u64,
+    /// Where the source resumes: the position of the first record not
+    /// covered by this checkpoint.
+    pub source_position: Position,
+    /// Every operator of the chain, in order.
+    pub operators: Vec<OperatorState>,
+    /// Measurements of this checkpoint.
+    pub stats: EpochStats,
+}
+
+/// The captured state of one operator instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperatorState {
+    /// The operator's name in the pipeline.
+    pub name: String,
+    /// blake3 of the component's bytes (stored under `components/`).
+    pub component: Hash,
+    /// Every linear memory, in the order of the instrumented layout.
+    pub memories: Vec<MemoryState>,
+    /// Every mutable global, in the order of the instrumented layout.
+    pub globals: Vec<GlobalState>,
+}
+
+/// One linear memory, as content-addressed pages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemoryState {
+    /// Size of the memory in bytes (a multiple of 64 KiB).
+    pub size_bytes: u64,
+    /// Bytes per page; every page but the last is full.
+    pub page_bytes: u32,
+    /// The pages in address order.
+    pub pages: Vec<Hash>,
+}
+
+/// One mutable global: its value type and raw bits (floats bit-exact).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GlobalState {
+    /// An `i32` global.
+    I32(u32),
+    /// An `i64` global.
+    I64(u64),
+    /// An `f32` global, as bits.
+    F32(u32),
+    /// An `f64` global, as bits.
+    F64(u64),
+}
+
+/// Measurements recorded with a checkpoint (for `weir checkpoints list`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochStats {
+    /// How long operators were paused to capture state, in microseconds.
+    pub capture_pause_us: u64,
+    /// Total bytes of state (all memories).
+    pub state_bytes: u64,
+    /// Bytes of pages this epoch uploaded (new content).
+    pub new_bytes: u64,
+}
+
+/// The object whose existence makes an epoch the recovery point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitMarker {
+    /// [`FORMAT_VERSION`] of the writer.
+    pub format_version: u32,
+    /// blake3 of the manifest object's bytes.
+    pub manifest: Hash,
+    /// Length of the manifest object in bytes.
+    pub manifest_bytes: u64,
+}
+
+/// Why stored bytes are not a valid manifest or marker.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Written by a newer weir.
+    #[error(
+        "format version {found} is newer than this weir reads ({FORMAT_VERSION}); upgrade weir"
+    )]
+    TooNew {
+        /// The version in the object.
+        found: u32,
+    },
+    /// Not decodable.
+    #[error("cannot decode: {0}")]
+    Malformed(String),
+}
+
+fn decode<T: for<'a> Deserialize<'a>>(bytes: &[u8]) -> Result<T, DecodeError> {
+    // The version is the first field of both objects: read it alone first,
+    // so a newer format is reported as such rather than as garbage.
+    let (version, _): (u32, _) =
+        postcard::take_from_bytes(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    if version > FORMAT_VERSION {
+        return Err(DecodeError::TooNew { found: version });
+    }
+    let (value, rest) =
+        postcard::take_from_bytes(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(DecodeError::Malformed(format!(
+            "{} trailing bytes",
+            rest.len()
+        )));
+    }
+    Ok(value)
+}
+
+impl Manifest {
+    /// Encodes the manifest.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_else(|e| unreachable!("postcard to Vec: {e}"))
+    }
+
+    /// Decodes a manifest, refusing newer formats and trailing bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Manifest, DecodeError> {
+        decode(bytes)
+    }
+}
+
+impl CommitMarker {
+    /// Encodes the marker.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_else(|e| unreachable!("postcard to Vec: {e}"))
+    }
+
+    /// Decodes a marker.
+    pub fn decode(bytes: &[u8]) -> Result<CommitMarker, DecodeError> {
+        decode(bytes)
+    }
+}

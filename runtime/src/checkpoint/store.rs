@@ -1,0 +1,364 @@
+//! [`CheckpointStore`]: the checkpoint layout on any `object_store` backend.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+use super::layout;
+use super::manifest::{CommitMarker, DecodeError, FORMAT_VERSION, Hash, Manifest};
+
+/// A failure of the checkpoint store, naming the object concerned.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend failed (I/O, network, permissions).
+    #[error("checkpoint store {store}: {operation} {key}: {source}")]
+    Backend {
+        /// The store, e.g. `file:///data/weir`.
+        store: String,
+        /// What was being done.
+        operation: &'static str,
+        /// The object key.
+        key: String,
+        /// The backend's error (boxed: it is large).
+        #[source]
+        source: Box<object_store::Error>,
+    },
+    /// An object is missing.
+    #[error("checkpoint store {store}: {key} does not exist")]
+    NotFound {
+        /// The store.
+        store: String,
+        /// The object key.
+        key: String,
+    },
+    /// An object's content does not match what refers to it.
+    #[error("checkpoint store {store}: {key} is corrupt: {reason}")]
+    Corrupt {
+        /// The store.
+        store: String,
+        /// The object key.
+        key: String,
+        /// What does not match.
+        reason: String,
+    },
+    /// An object cannot be decoded.
+    #[error("checkpoint store {store}: {key}: {source}")]
+    Format {
+        /// The store.
+        store: String,
+        /// The object key.
+        key: String,
+        /// Why.
+        #[source]
+        source: DecodeError,
+    },
+    /// An epoch was committed before with a different manifest.
+    #[error(
+        "checkpoint store {store}: {key} already commits another manifest (is a second process writing the same task?)"
+    )]
+    Conflict {
+        /// The store.
+        store: String,
+        /// The commit marker's key.
+        key: String,
+    },
+    /// A name that cannot be part of a key.
+    #[error(
+        "`{name}` cannot name a pipeline or task in the checkpoint store: use 1-128 characters of A-Z a-z 0-9 - _ ."
+    )]
+    InvalidName {
+        /// The name.
+        name: String,
+    },
+}
+
+/// Whether a content-addressed put stored new bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The object was written.
+    Uploaded,
+    /// An object with that name (so that content) was already there.
+    AlreadyPresent,
+}
+
+/// An epoch found in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochEntry {
+    /// Its number.
+    pub epoch: u64,
+    /// Whether its commit marker exists (not yet verified).
+    pub committed: bool,
+}
+
+/// The checkpoints of one pipeline in an object store.
+#[derive(Debug, Clone)]
+pub struct CheckpointStore {
+    store: Arc<dyn ObjectStore>,
+    root: Path,
+    describe: String,
+}
+
+impl CheckpointStore {
+    /// Checkpoints of `pipeline` under `root` of `store`; `describe` names the
+    /// store in messages (its URL).
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        root: Path,
+        pipeline: &str,
+        describe: String,
+    ) -> Result<CheckpointStore, StoreError> {
+        if !layout::is_valid_name(pipeline) {
+            return Err(StoreError::InvalidName {
+                name: pipeline.to_owned(),
+            });
+        }
+        Ok(CheckpointStore {
+            store,
+            root: layout::pipeline_root(&root, pipeline),
+            describe,
+        })
+    }
+
+    /// The underlying object store (for tools that read it directly).
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The key prefix of this pipeline.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn backend(
+        &self,
+        operation: &'static str,
+        key: &Path,
+        source: object_store::Error,
+    ) -> StoreError {
+        match source {
+            object_store::Error::NotFound { .. } => StoreError::NotFound {
+                store: self.describe.clone(),
+                key: key.to_string(),
+            },
+            source => StoreError::Backend {
+                store: self.describe.clone(),
+                operation,
+                key: key.to_string(),
+                source: Box::new(source),
+            },
+        }
+    }
+
+    async fn put_new(&self, key: &Path, bytes: Bytes) -> Result<PutOutcome, StoreError> {
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self
+            .store
+            .put_opts(key, PutPayload::from_bytes(bytes), options)
+            .await
+        {
+            Ok(_) => Ok(PutOutcome::Uploaded),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(PutOutcome::AlreadyPresent),
+            Err(e) => Err(self.backend("put", key, e)),
+        }
+    }
+
+    async fn get(&self, key: &Path) -> Result<Bytes, StoreError> {
+        let result = self
+            .store
+            .get(key)
+            .await
+            .map_err(|e| self.backend("get", key, e))?;
+        result
+            .bytes()
+            .await
+            .map_err(|e| self.backend("read", key, e))
+    }
+
+    async fn get_verified(&self, key: &Path, hash: &Hash) -> Result<Bytes, StoreError> {
+        let bytes = self.get(key).await?;
+        let actual = Hash::of(&bytes);
+        if actual != *hash {
+            return Err(StoreError::Corrupt {
+                store: self.describe.clone(),
+                key: key.to_string(),
+                reason: format!("its blake3 is {actual}"),
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Stores a state page under its hash, unless it is already there.
+    pub async fn put_page(&self, hash: &Hash, bytes: Bytes) -> Result<PutOutcome, StoreError> {
+        self.put_new(&layout::page(&self.root, hash), bytes).await
+    }
+
+    /// Reads a page and checks it against its name.
+    pub async fn get_page(&self, hash: &Hash) -> Result<Bytes, StoreError> {
+        self.get_verified(&layout::page(&self.root, hash), hash)
+            .await
+    }
+
+    /// Whether a page exists (its content is not checked).
+    pub async fn has_page(&self, hash: &Hash) -> Result<bool, StoreError> {
+        let key = layout::page(&self.root, hash);
+        match self.store.head(&key).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.backend("head", &key, e)),
+        }
+    }
+
+    /// Stores a component's bytes under their hash; returns the hash.
+    pub async fn put_component(&self, bytes: Bytes) -> Result<Hash, StoreError> {
+        let hash = Hash::of(&bytes);
+        self.put_new(&layout::component(&self.root, &hash), bytes)
+            .await?;
+        Ok(hash)
+    }
+
+    /// Reads a component and checks it against its hash.
+    pub async fn get_component(&self, hash: &Hash) -> Result<Bytes, StoreError> {
+        self.get_verified(&layout::component(&self.root, hash), hash)
+            .await
+    }
+
+    /// Writes the manifest of an uncommitted epoch (replacing a leftover of
+    /// a crashed attempt). Returns what the commit marker must name.
+    pub async fn put_manifest(&self, manifest: &Manifest) -> Result<CommitMarker, StoreError> {
+        self.check_task(&manifest.task)?;
+        let bytes = manifest.encode();
+        let marker = CommitMarker {
+            format_version: FORMAT_VERSION,
+            manifest: Hash::of(&bytes),
+            manifest_bytes: bytes.len() as u64,
+        };
+        let key = layout::manifest(&self.root, &manifest.task, manifest.epoch);
+        self.store
+            .put(&key, PutPayload::from(bytes))
+            .await
+            .map_err(|e| self.backend("put", &key, e))?;
+        Ok(marker)
+    }
+
+    /// Makes `epoch` of `task` a recovery point. Idempotent for the same
+    /// marker; a different marker already there is a [`StoreError::Conflict`].
+    pub async fn commit(
+        &self,
+        task: &str,
+        epoch: u64,
+        marker: &CommitMarker,
+    ) -> Result<(), StoreError> {
+        self.check_task(task)?;
+        let key = layout::commit(&self.root, task, epoch);
+        match self.put_new(&key, Bytes::from(marker.encode())).await? {
+            PutOutcome::Uploaded => Ok(()),
+            PutOutcome::AlreadyPresent => {
+                let existing = self.read_marker(task, epoch).await?;
+                if existing == *marker {
+                    Ok(())
+                } else {
+                    Err(StoreError::Conflict {
+                        store: self.describe.clone(),
+                        key: key.to_string(),
+                    })
+                }
+            }
+        }
+    }
+
+    async fn read_marker(&self, task: &str, epoch: u64) -> Result<CommitMarker, StoreError> {
+        let key = layout::commit(&self.root, task, epoch);
+        let bytes = self.get(&key).await?;
+        CommitMarker::decode(&bytes).map_err(|source| StoreError::Format {
+            store: self.describe.clone(),
+            key: key.to_string(),
+            source,
+        })
+    }
+
+    /// The epochs of a task, oldest first.
+    pub async fn epochs(&self, task: &str) -> Result<Vec<EpochEntry>, StoreError> {
+        self.check_task(task)?;
+        let prefix = layout::epochs(&self.root, task);
+        let objects: Vec<_> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| self.backend("list", &prefix, e))?;
+        let mut entries = std::collections::BTreeMap::<u64, bool>::new();
+        for object in objects {
+            let mut parts = object.location.prefix_match(&prefix).into_iter().flatten();
+            let (Some(dir), Some(file)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let Some(epoch) = layout::parse_epoch(dir.as_ref()) else {
+                continue;
+            };
+            let committed = entries.entry(epoch).or_insert(false);
+            *committed |= file.as_ref() == "commit";
+        }
+        Ok(entries
+            .into_iter()
+            .map(|(epoch, committed)| EpochEntry { epoch, committed })
+            .collect())
+    }
+
+    /// Reads a committed epoch's manifest, verified against its marker.
+    pub async fn read_committed(&self, task: &str, epoch: u64) -> Result<Manifest, StoreError> {
+        self.check_task(task)?;
+        let marker = self.read_marker(task, epoch).await?;
+        let key = layout::manifest(&self.root, task, epoch);
+        let bytes = self.get_verified(&key, &marker.manifest).await?;
+        let manifest = Manifest::decode(&bytes).map_err(|source| StoreError::Format {
+            store: self.describe.clone(),
+            key: key.to_string(),
+            source,
+        })?;
+        if manifest.epoch != epoch || manifest.task != task {
+            return Err(StoreError::Corrupt {
+                store: self.describe.clone(),
+                key: key.to_string(),
+                reason: format!(
+                    "it describes task {} epoch {}",
+                    manifest.task, manifest.epoch
+                ),
+            });
+        }
+        Ok(manifest)
+    }
+
+    /// Deletes every object of an epoch (manifest, marker). Pages are shared
+    /// between epochs and collected separately.
+    pub async fn delete_epoch(&self, task: &str, epoch: u64) -> Result<(), StoreError> {
+        self.check_task(task)?;
+        // The marker goes first: an epoch without its marker is just garbage.
+        for key in [
+            layout::commit(&self.root, task, epoch),
+            layout::manifest(&self.root, task, epoch),
+        ] {
+            match self.store.delete(&key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.backend("delete", &key, e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn check_task(&self, task: &str) -> Result<(), StoreError> {
+        if layout::is_valid_name(task) {
+            Ok(())
+        } else {
+            Err(StoreError::InvalidName {
+                name: task.to_owned(),
+            })
+        }
+    }
+}
