@@ -12,16 +12,20 @@
 //!   sink) fails the call with [`SinkError::Unrepresentable`] and writes none
 //!   of the batch's later outputs.
 //!
-//! Not guaranteed yet: atomicity across a crash. Epoch staging (visible only
-//! when the checkpoint commits) is a separate, stronger sink mode.
+//! Not guaranteed by a plain `Sink`: atomicity across a crash. A sink that
+//! also implements [`EpochSink`] makes outputs visible per epoch, only once
+//! the checkpoint covering them has committed (exactly once).
 //!
-//! Every implementation passes [`crate::conformance::sink`].
+//! Every implementation passes [`crate::conformance::sink`]; every
+//! [`EpochSink`] also passes [`crate::conformance::epoch_sink`].
 
 mod line;
 mod null;
+mod parts;
 
 pub use line::LineSink;
 pub use null::NullSink;
+pub use parts::PartFileSink;
 
 use crate::record::Output;
 
@@ -38,6 +42,32 @@ pub trait Sink: Send {
 
     /// Outputs accepted so far.
     fn written(&self) -> u64;
+}
+
+/// A sink that takes part in checkpoints, for exactly-once output.
+///
+/// # Contract
+///
+/// Outputs written between two `prepare` calls belong to the epoch named by
+/// the second. The runtime calls, in this order:
+///
+/// 1. `prepare(n)` at the barrier that ends epoch `n`: the epoch's outputs
+///    become durable and stay invisible. An epoch with no outputs is fine.
+/// 2. `publish(n)`, only after checkpoint `n` has committed: they become
+///    visible, atomically. Idempotent.
+/// 3. After a crash, `recover(c)` before any write, with `c` the newest
+///    committed checkpoint (0 for none): prepared epochs `<= c` are
+///    published, everything later and everything unprepared is discarded.
+///
+/// A reader never sees outputs of an epoch that did not commit, nor part of
+/// an epoch.
+pub trait EpochSink: Sink {
+    /// Makes the current epoch's outputs durable as epoch `epoch`.
+    fn prepare(&mut self, epoch: u64) -> Result<(), SinkError>;
+    /// Makes prepared epoch `epoch` visible.
+    fn publish(&mut self, epoch: u64) -> Result<(), SinkError>;
+    /// Brings the sink in line with checkpoint `committed` after a restart.
+    fn recover(&mut self, committed: u64) -> Result<(), SinkError>;
 }
 
 /// A failure to write outputs.
@@ -63,6 +93,14 @@ pub enum SinkError {
         /// Index of the output in the batch given to `write`.
         index: usize,
         /// Why.
+        reason: String,
+    },
+    /// The sink's durable state contradicts the checkpoints.
+    #[error("{sink}: {reason}")]
+    Inconsistent {
+        /// The sink.
+        sink: String,
+        /// What contradicts what.
         reason: String,
     },
 }

@@ -1,0 +1,223 @@
+//! An exactly-once file sink: one part file per epoch, published by rename.
+//!
+//! Layout of the sink's directory:
+//!
+//! ```text
+//! <dir>/part-<epoch, 20 digits>.<ext>   published: committed output, complete
+//! <dir>/.weir/in-progress               outputs of the current epoch
+//! <dir>/.weir/prepared-<epoch>          an epoch made durable, not yet visible
+//! ```
+//!
+//! A reader that lists `part-*` in name order and concatenates them reads
+//! exactly the committed output: every part appears by an atomic rename of a
+//! complete, fsynced file, and only after the checkpoint covering it
+//! committed. Epochs with no output have no part file.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use super::{EpochSink, Sink, SinkError};
+use crate::record::Output;
+
+/// See the [module docs](self).
+pub struct PartFileSink {
+    describe: String,
+    dir: PathBuf,
+    extension: String,
+    in_progress: Option<BufWriter<File>>,
+    written: u64,
+}
+
+const STAGING: &str = ".weir";
+const IN_PROGRESS: &str = "in-progress";
+const PREPARED_PREFIX: &str = "prepared-";
+
+impl PartFileSink {
+    /// Opens (creating if needed) the sink directory. Call
+    /// [`EpochSink::recover`] before writing.
+    pub fn open(name: &str, dir: &Path, extension: &str) -> Result<PartFileSink, SinkError> {
+        let sink = PartFileSink {
+            describe: format!("sink {name} (parts in {})", dir.display()),
+            dir: dir.to_owned(),
+            extension: extension.to_owned(),
+            in_progress: None,
+            written: 0,
+        };
+        fs::create_dir_all(sink.staging()).map_err(|e| sink.io("create directory", e))?;
+        Ok(sink)
+    }
+
+    fn io(&self, operation: &'static str, error: std::io::Error) -> SinkError {
+        SinkError::Io {
+            sink: self.describe.clone(),
+            operation,
+            error,
+        }
+    }
+
+    fn staging(&self) -> PathBuf {
+        self.dir.join(STAGING)
+    }
+
+    fn prepared(&self, epoch: u64) -> PathBuf {
+        self.staging().join(format!("{PREPARED_PREFIX}{epoch:020}"))
+    }
+
+    /// The published part of an epoch.
+    pub fn part(&self, epoch: u64) -> PathBuf {
+        self.dir
+            .join(format!("part-{epoch:020}.{}", self.extension))
+    }
+
+    fn sync_dir(&self, dir: &Path) -> Result<(), SinkError> {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| self.io("sync directory", e))
+    }
+
+    /// Epochs with a prepared (durable, unpublished) file.
+    fn prepared_epochs(&self) -> Result<Vec<u64>, SinkError> {
+        let mut epochs = Vec::new();
+        for entry in fs::read_dir(self.staging()).map_err(|e| self.io("list", e))? {
+            let entry = entry.map_err(|e| self.io("list", e))?;
+            let name = entry.file_name();
+            if let Some(epoch) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(PREPARED_PREFIX))
+                .and_then(|n| n.parse().ok())
+            {
+                epochs.push(epoch);
+            }
+        }
+        epochs.sort_unstable();
+        Ok(epochs)
+    }
+
+    /// Epochs with a published part, in order.
+    pub fn published_epochs(&self) -> Result<Vec<u64>, SinkError> {
+        let mut epochs = Vec::new();
+        let suffix = format!(".{}", self.extension);
+        for entry in fs::read_dir(&self.dir).map_err(|e| self.io("list", e))? {
+            let entry = entry.map_err(|e| self.io("list", e))?;
+            let name = entry.file_name();
+            if let Some(epoch) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("part-"))
+                .and_then(|n| n.strip_suffix(&suffix))
+                .and_then(|n| n.parse().ok())
+            {
+                epochs.push(epoch);
+            }
+        }
+        epochs.sort_unstable();
+        Ok(epochs)
+    }
+}
+
+impl Sink for PartFileSink {
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    fn write(&mut self, outputs: &[Output]) -> Result<(), SinkError> {
+        if outputs.is_empty() {
+            return Ok(());
+        }
+        if self.in_progress.is_none() {
+            let path = self.staging().join(IN_PROGRESS);
+            let file = File::create(&path).map_err(|e| self.io("create", e))?;
+            self.in_progress = Some(BufWriter::with_capacity(1 << 16, file));
+        }
+        for (index, output) in outputs.iter().enumerate() {
+            if output.value.contains(&b'\n') {
+                return Err(SinkError::Unrepresentable {
+                    sink: self.describe.clone(),
+                    index,
+                    reason:
+                        "the value contains a newline, which this line-framed sink cannot write"
+                            .into(),
+                });
+            }
+            let Some(writer) = self.in_progress.as_mut() else {
+                unreachable!("created above");
+            };
+            let result = writer
+                .write_all(&output.value)
+                .and_then(|()| writer.write_all(b"\n"));
+            result.map_err(|e| self.io("write", e))?;
+            self.written += 1;
+        }
+        Ok(())
+    }
+
+    /// Writes buffered outputs to the in-progress file; they stay invisible
+    /// until their epoch is published.
+    fn flush(&mut self) -> Result<(), SinkError> {
+        if let Some(writer) = self.in_progress.as_mut() {
+            let result = writer.flush();
+            result.map_err(|e| self.io("flush", e))?;
+        }
+        Ok(())
+    }
+
+    fn written(&self) -> u64 {
+        self.written
+    }
+}
+
+impl EpochSink for PartFileSink {
+    fn prepare(&mut self, epoch: u64) -> Result<(), SinkError> {
+        let Some(writer) = self.in_progress.take() else {
+            return Ok(()); // nothing written in this epoch: no part
+        };
+        let file = writer
+            .into_inner()
+            .map_err(|e| self.io("flush", e.into_error()))?;
+        file.sync_all().map_err(|e| self.io("sync", e))?;
+        drop(file);
+        fs::rename(self.staging().join(IN_PROGRESS), self.prepared(epoch))
+            .map_err(|e| self.io("rename to prepared", e))?;
+        self.sync_dir(&self.staging())
+    }
+
+    fn publish(&mut self, epoch: u64) -> Result<(), SinkError> {
+        let prepared = self.prepared(epoch);
+        if !prepared.exists() {
+            return Ok(()); // empty epoch, or published already
+        }
+        fs::rename(&prepared, self.part(epoch)).map_err(|e| self.io("publish (rename)", e))?;
+        self.sync_dir(&self.dir)?;
+        self.sync_dir(&self.staging())
+    }
+
+    fn recover(&mut self, committed: u64) -> Result<(), SinkError> {
+        self.in_progress = None;
+        let in_progress = self.staging().join(IN_PROGRESS);
+        match fs::remove_file(&in_progress) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(self.io("discard in-progress", e)),
+        }
+        if let Some(&newest) = self.published_epochs()?.last()
+            && newest > committed
+        {
+            return Err(SinkError::Inconsistent {
+                sink: self.describe.clone(),
+                reason: format!(
+                    "epoch {newest} is published but the newest committed checkpoint is epoch {committed}; \
+                     the checkpoint store and this output directory do not belong together"
+                ),
+            });
+        }
+        for epoch in self.prepared_epochs()? {
+            if epoch <= committed {
+                self.publish(epoch)?;
+            } else {
+                fs::remove_file(self.prepared(epoch))
+                    .map_err(|e| self.io("discard uncommitted epoch", e))?;
+            }
+        }
+        self.sync_dir(&self.staging())
+    }
+}
