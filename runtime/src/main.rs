@@ -3,6 +3,8 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -90,7 +92,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .or_else(ComponentCache::default_dir),
         )
     };
-    let options = RunOptions { cache };
+    let options = RunOptions {
+        cache,
+        stop: Arc::new(AtomicBool::new(false)),
+    };
     match cli.command {
         Command::Run { pipeline, json } => {
             let pipeline = Pipeline::load(&pipeline)?;
@@ -98,7 +103,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
+            let stop = options.stop.clone();
             let summary = runtime.block_on(async move {
+                tokio::spawn(stop_on_signal(stop));
                 tokio::task::spawn_blocking(move || weir::run(&pipeline, &options))
                     .await
                     .context("the pipeline task panicked")
@@ -107,6 +114,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             } else {
                 eprintln!("{summary}");
+            }
+            if summary.stopped_early {
+                return Err(anyhow::anyhow!(
+                    "stopped by a signal before the end of the input"
+                ));
             }
         }
         Command::Validate { pipeline } => {
@@ -137,4 +149,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Asks the pipeline to stop at the next batch boundary on Ctrl-C or SIGTERM.
+async fn stop_on_signal(stop: Arc<AtomicBool>) {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                return;
+            }
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    stop.store(true, Ordering::Relaxed);
 }

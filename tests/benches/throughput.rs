@@ -36,6 +36,7 @@ fn wasm_run(records: u64, batch: usize) -> (Duration, u64) {
     let pipeline = Pipeline::parse(Path::new("bench.toml"), &toml).unwrap();
     let options = RunOptions {
         cache: ComponentCache::new(ComponentCache::default_dir()),
+        stop: Default::default(),
     };
     let summary = weir::run(&pipeline, &options).unwrap();
     (summary.elapsed, summary.records_out())

@@ -131,3 +131,57 @@ fn components_are_compiled_once_and_cached_on_disk() {
     assert_eq!(fx.read("out/main.csv"), "seen 1: a\n");
     assert_ne!(std::fs::read(&files[0]).unwrap(), b"garbage");
 }
+
+#[test]
+fn sigterm_stops_at_a_batch_boundary_with_outputs_flushed_and_a_summary() {
+    let fx = Fixture::new();
+    let toml = pipeline(&[("faulty", "faulty", "")], "[batch]\nmax_records = 100\n").replace(
+        "[source]\nkind = \"file\"\npath = \"input.csv\"\n",
+        "[source]\nkind = \"generator\"\nprofile = \"rides\"\nrecords = 100000000\n",
+    );
+    fx.write("pipeline.toml", toml);
+    let child = std::process::Command::new(weir_tests::weir_bin())
+        .args(["run", "pipeline.toml"])
+        .current_dir(fx.dir.path())
+        .env("WEIR_LOG", "warn")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it has produced output, then ask it to stop.
+    let out = fx.path("out/main.csv");
+    for _ in 0..200 {
+        if std::fs::metadata(&out)
+            .map(|m| m.len() > 0)
+            .unwrap_or(false)
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert_contains(
+        &stderr,
+        &[
+            "stopped on request before the end of the input",
+            "error: stopped by a signal",
+        ],
+    );
+    // Every output the summary counts is in the file, whole lines only.
+    let written: u64 = stderr
+        .lines()
+        .find(|l| l.contains("sink main (file"))
+        .and_then(|l| l.rsplit(": ").next())
+        .and_then(|w| w.trim_end_matches(" written").parse().ok())
+        .unwrap_or_else(|| panic!("no sink line in:\n{stderr}"));
+    let content = fx.read("out/main.csv");
+    assert!(written > 0 && written < 100_000_000);
+    assert_eq!(content.lines().count() as u64, written);
+    assert!(content.ends_with('\n'));
+}

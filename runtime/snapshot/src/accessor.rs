@@ -100,10 +100,18 @@ fn accessor_module(layout: &StateLayout, exported: &Exported<'_>) -> Module {
 
     let mut imports = ImportSection::new();
     for k in 0..layout.memories.len() {
-        imports.import(HOST_CORE_INSTANCE, &put_import(k), EntityType::Function(T_PUT));
+        imports.import(
+            HOST_CORE_INSTANCE,
+            &put_import(k),
+            EntityType::Function(T_PUT),
+        );
     }
     for k in 0..layout.resources.len() {
-        imports.import(HOST_CORE_INSTANCE, &drop_import(k), EntityType::Function(T_SET32));
+        imports.import(
+            HOST_CORE_INSTANCE,
+            &drop_import(k),
+            EntityType::Function(T_SET32),
+        );
     }
     for (info, (instance, name)) in layout.memories.iter().zip(&exported.memories) {
         imports.import(
@@ -304,11 +312,13 @@ pub(crate) fn append(
     host.ty()
         .defined_type()
         .list(ComponentValType::Primitive(PrimitiveValType::U8));
-    host.ty().function().params([
-        ("index", ComponentValType::Primitive(PrimitiveValType::U32)),
-        ("data", ComponentValType::Type(0)),
-    ])
-    .result(None);
+    host.ty()
+        .function()
+        .params([
+            ("index", ComponentValType::Primitive(PrimitiveValType::U32)),
+            ("data", ComponentValType::Type(0)),
+        ])
+        .result(None);
     host.export(PUT_MEMORY, ComponentTypeRef::Func(1));
     types.instance(&host);
     types
@@ -519,12 +529,13 @@ pub(crate) fn append(
     let first_lift = put_func + 1;
 
     let mut instances = ComponentInstanceSection::new();
-    instances.export_items(
-        lifts
-            .iter()
-            .enumerate()
-            .map(|(i, lift)| (lift.export.as_str(), ComponentExportKind::Func, first_lift + i as u32)),
-    );
+    instances.export_items(lifts.iter().enumerate().map(|(i, lift)| {
+        (
+            lift.export.as_str(),
+            ComponentExportKind::Func,
+            first_lift + i as u32,
+        )
+    }));
     out.section(&instances);
 
     let mut exports = ComponentExportSection::new();

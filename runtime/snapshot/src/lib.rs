@@ -44,8 +44,9 @@
 //! [`PUT_MEMORY`]) and [`ACCESS_INSTANCE`] (`weir:snapshot/access@0.1.0`).
 //! The per-item export names come from [`MemoryInfo::snapshot_func`],
 //! [`MemoryInfo::restore_func`], [`GlobalInfo::get_func`] and
-//! [`GlobalInfo::set_func`]. The host import is always present, even when
-//! the component has no memory.
+//! [`GlobalInfo::set_func`], [`ResourceInfo::adopt_func`] and
+//! [`ResourceInfo::drop_func`]. The host import is always present, even
+//! when the component has no memory.
 //!
 //! ## How it works
 //!
@@ -77,9 +78,10 @@
 //! 2. for each global k, call `get-global{k}`.
 //!
 //! Restore, into a *fresh* instance of the same instrumented component (same
-//! engine and `Component`, so no compilation):
-//! 1. for each memory k, call `restore-memory{k}` with the bytes;
-//! 2. for each global k, call `set-global{k}`.
+//! engine and `Component`, so no compilation), before any other call:
+//! 1. if the guest held handles, rebuild them (see "Resource handles");
+//! 2. for each memory k, call `restore-memory{k}` with the bytes;
+//! 3. for each global k, call `set-global{k}`.
 //!
 //! The restored instance then continues exactly as the original would have.
 //! Large memories need `wasmtime::Store::set_hostcall_fuel` raised above
@@ -99,8 +101,8 @@
 //!   instantiation fills, with active element segments, is fine because a
 //!   fresh instance fills it the same way). Exporting or importing a table
 //!   between core instances is accepted: inside a component no host can
-//!   reach a core table, only core code can mutate it, and all core code is
-//!   scanned;
+//!   reach a core table, only core code can mutate it, and the code of
+//!   every instantiated module is scanned;
 //! * `data.drop` and `elem.drop` (whether a segment was dropped is state);
 //! * GC `struct`/`array` and continuation types (objects outside memory);
 //! * a core module instantiated more than once (its memories would have to
@@ -514,10 +516,14 @@ pub fn instrument(component: &[u8]) -> Result<Instrumented, InstrumentError> {
     for &(instance, n) in &instantiated {
         if let Some(f) = &facts[n] {
             for memory in &f.memories {
-                exported.memories.push((instance, memory.export_name.as_str()));
+                exported
+                    .memories
+                    .push((instance, memory.export_name.as_str()));
             }
             for global in &f.globals {
-                exported.globals.push((instance, global.export_name.as_str()));
+                exported
+                    .globals
+                    .push((instance, global.export_name.as_str()));
             }
         }
     }
@@ -603,9 +609,7 @@ fn check_canonical(index: u32, function: &CanonicalFunction) -> Result<(), Instr
     };
     match function {
         CanonicalFunction::Lift { options, .. } if is_async(options) => Err(refuse("async lift")),
-        CanonicalFunction::Lower { options, .. } if is_async(options) => {
-            Err(refuse("async lower"))
-        }
+        CanonicalFunction::Lower { options, .. } if is_async(options) => Err(refuse("async lower")),
         CanonicalFunction::Lift { .. }
         | CanonicalFunction::Lower { .. }
         | CanonicalFunction::ResourceNew { .. }

@@ -104,10 +104,16 @@ pub(crate) fn analyze(module: u32, bytes: &[u8]) -> Result<ModuleFacts, Instrume
                     let memory = memory?;
                     let index = imported_memories + i as u32;
                     if memory.shared {
-                        return Err(InstrumentError::SharedMemory { module, memory: index });
+                        return Err(InstrumentError::SharedMemory {
+                            module,
+                            memory: index,
+                        });
                     }
                     if memory.memory64 {
-                        return Err(InstrumentError::Memory64 { module, memory: index });
+                        return Err(InstrumentError::Memory64 {
+                            module,
+                            memory: index,
+                        });
                     }
                     if let Some(log2) = memory.page_size_log2
                         && log2 != 16
@@ -222,15 +228,25 @@ pub(crate) fn rewrite(
     let extra = facts
         .memories
         .iter()
-        .map(|m| (m.export_name.clone(), wasm_encoder::ExportKind::Memory, m.index))
-        .chain(
-            facts
-                .globals
-                .iter()
-                .map(|g| (g.export_name.clone(), wasm_encoder::ExportKind::Global, g.index)),
-        )
+        .map(|m| {
+            (
+                m.export_name.clone(),
+                wasm_encoder::ExportKind::Memory,
+                m.index,
+            )
+        })
+        .chain(facts.globals.iter().map(|g| {
+            (
+                g.export_name.clone(),
+                wasm_encoder::ExportKind::Global,
+                g.index,
+            )
+        }))
         .collect();
-    let mut reencoder = AddExports { extra, added: false };
+    let mut reencoder = AddExports {
+        extra,
+        added: false,
+    };
     let mut out = wasm_encoder::Module::new();
     reencoder
         .parse_core_module(&mut out, Parser::new(0), bytes)

@@ -93,7 +93,15 @@ fn faulty_operator_roundtrip() {
     let engine = engine();
     let mut linker = common::wasi_linker(&engine);
     Operator::add_to_linker::<Host, HasSelf<Host>>(&mut linker, |h| h).unwrap();
-    let (component, layout) = load(&engine, &faulty_wasm());
+    let wasm = faulty_wasm();
+    let t = std::time::Instant::now();
+    weir_snapshot::instrument(&wasm).unwrap();
+    println!(
+        "instrument faulty ({} KiB): {:.1} ms",
+        wasm.len() / 1024,
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    let (component, layout) = load(&engine, &wasm);
     println!(
         "faulty: {} memories, {} globals, {} imported resource types",
         layout.memories.len(),
@@ -142,6 +150,12 @@ fn faulty_operator_roundtrip() {
 
     // Byte-identical memory and globals with the uninterrupted instance.
     let want = snapshot(&mut reference.store, &reference.instance, &layout);
-    assert_eq!(snapshot(&mut restored.store, &restored.instance, &layout), want);
-    assert_eq!(snapshot(&mut original.store, &original.instance, &layout), want);
+    assert_eq!(
+        snapshot(&mut restored.store, &restored.instance, &layout),
+        want
+    );
+    assert_eq!(
+        snapshot(&mut original.store, &original.instance, &layout),
+        want
+    );
 }

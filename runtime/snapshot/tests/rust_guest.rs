@@ -89,7 +89,11 @@ fn layout_of_a_rust_component() {
     assert_eq!(layout.memories.len(), 1);
     assert_eq!(layout.globals.len(), 1);
     assert_eq!(layout.globals[0].ty, weir_snapshot::GlobalType::I32);
-    assert!(layout.resource("wasi:io/streams@0.2.6", "output-stream").is_some());
+    assert!(
+        layout
+            .resource("wasi:io/streams@0.2.6", "output-stream")
+            .is_some()
+    );
     println!("{layout:#?}");
 }
 
@@ -139,7 +143,10 @@ fn println_after_naive_restore_fails() {
     original.print("print", "before").unwrap();
     original.process("fish");
     assert_eq!(check_handles(&mut original.store).unwrap().len(), 2);
-    assert!(!original.store.data().table.is_empty(), "the guest keeps stdout open");
+    assert!(
+        !original.store.data().table.is_empty(),
+        "the guest keeps stdout open"
+    );
     let snap = snapshot(&mut original.store, &original.instance, &layout);
 
     let mut restored = Guest::new(&engine, &linker, &component);
@@ -155,7 +162,10 @@ fn println_after_naive_restore_fails() {
         .get_typed_func::<(&str,), (String,)>(&mut restored.store, "process")
         .unwrap();
     let err = f.call(&mut restored.store, ("fish",)).unwrap_err();
-    assert!(format!("{err:?}").contains("cannot enter component instance"), "{err:?}");
+    assert!(
+        format!("{err:?}").contains("cannot enter component instance"),
+        "{err:?}"
+    );
     assert_eq!(restored.stdout(), "");
 }
 
@@ -193,7 +203,11 @@ fn println_before_and_after_restore() {
         ]
     );
     let future = probe_handles(&mut original.store, &original.instance, &layout, 4).unwrap();
-    assert_eq!(future, [5, 6, 7, 8], "handles 1..=4 are held, the rest is free");
+    assert_eq!(
+        future,
+        [5, 6, 7, 8],
+        "handles 1..=4 are held, the rest is free"
+    );
     let snap = snapshot(&mut original.store, &original.instance, &layout);
 
     // Restore: rebuild the handle table, check it, then memory and globals.
@@ -222,8 +236,14 @@ fn println_before_and_after_restore() {
     }
     // Probing did not perturb either instance: all three are identical.
     let want = snapshot(&mut reference.store, &reference.instance, &layout);
-    assert_eq!(snapshot(&mut original.store, &original.instance, &layout), want);
-    assert_eq!(snapshot(&mut restored.store, &restored.instance, &layout), want);
+    assert_eq!(
+        snapshot(&mut original.store, &original.instance, &layout),
+        want
+    );
+    assert_eq!(
+        snapshot(&mut restored.store, &restored.instance, &layout),
+        want
+    );
     assert_eq!(check_handles(&mut restored.store).unwrap(), journal);
 }
 
@@ -259,6 +279,8 @@ fn unexplained_handle_refuses_checkpoint() {
     let r = g.store.data_mut().table.push(sink).unwrap();
     assert_eq!(adopt.call(&mut g.store, (r,)).unwrap().0, 3);
     let err = check_handles(&mut g.store).unwrap_err();
-    assert!(err.starts_with("the guest holds 3 WASI resources but only 2"), "{err}");
+    assert!(
+        err.starts_with("the guest holds 3 WASI resources but only 2"),
+        "{err}"
+    );
 }
-

@@ -68,11 +68,25 @@ fn timing_64_mib() {
         let t = Instant::now();
         restore(&mut st2, &fresh, &layout, &snap).unwrap();
         best_restore = best_restore.min(t.elapsed().as_secs_f64() * 1e3);
-        let peek = fresh.get_typed_func::<(u32,), (u64,)>(&mut st2, "peek").unwrap();
+        if std::env::var_os("TIMING_DETAIL").is_some() {
+            let t = Instant::now();
+            restore(&mut st2, &fresh, &layout, &snap).unwrap();
+            println!(
+                "second restore into the same instance: {:.1} ms",
+                t.elapsed().as_secs_f64() * 1e3
+            );
+        }
+        let peek = fresh
+            .get_typed_func::<(u32,), (u64,)>(&mut st2, "peek")
+            .unwrap();
         let want = u64::from_le_bytes(snap.memories[0][8_000_000..8_000_008].try_into().unwrap());
         assert_eq!(peek.call(&mut st2, (8_000_000,)).unwrap().0, want);
     }
-    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
     println!(
         "[{profile}] 64 MiB: snapshot (incl. copy to a host Vec) {best_snapshot:.1} ms, \
          instantiate fresh {best_instantiate:.2} ms, restore {best_restore:.1} ms (best of 5)"
@@ -84,7 +98,11 @@ fn timing_instrument_real_components() {
     let guest = common::guest::test_guest();
     let t = Instant::now();
     let out = weir_snapshot::instrument(guest).unwrap();
-    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
     println!(
         "[{profile}] instrument test guest ({} KiB -> {} KiB): {:.1} ms",
         guest.len() / 1024,

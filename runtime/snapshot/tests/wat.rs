@@ -178,7 +178,12 @@ fn roundtrip_single(export_memory: bool) {
     let tys: Vec<GlobalType> = layout.globals.iter().map(|g| g.ty).collect();
     assert_eq!(
         tys,
-        [GlobalType::I32, GlobalType::I64, GlobalType::F32, GlobalType::F64],
+        [
+            GlobalType::I32,
+            GlobalType::I64,
+            GlobalType::F32,
+            GlobalType::F64
+        ],
         "the immutable global is not captured"
     );
 
@@ -193,16 +198,35 @@ fn roundtrip_single(export_memory: bool) {
     let snap = snapshot(&mut store, &original, &layout);
     assert_eq!(snap.memories[0].len(), pages_before as usize * 65536);
     assert_eq!(snap.globals[0], 9);
-    assert_eq!(snap.globals[2], u64::from(ODD_NAN32), "f32 NaN payload read bit-exactly");
-    assert_eq!(snap.globals[3], ODD_NAN64, "f64 NaN payload read bit-exactly");
-    assert_eq!(pages(&mut store, &original), pages_before, "snapshot did not grow memory");
+    assert_eq!(
+        snap.globals[2],
+        u64::from(ODD_NAN32),
+        "f32 NaN payload read bit-exactly"
+    );
+    assert_eq!(
+        snap.globals[3], ODD_NAN64,
+        "f64 NaN payload read bit-exactly"
+    );
+    assert_eq!(
+        pages(&mut store, &original),
+        pages_before,
+        "snapshot did not grow memory"
+    );
 
     // A fresh instance in a fresh store, restored.
     let (mut store2, restored) = instantiate(&engine, &linker, &component);
     assert_eq!(pages(&mut store2, &restored), 1);
     restore(&mut store2, &restored, &layout, &snap).unwrap();
-    assert_eq!(pages(&mut store2, &restored), pages_before, "memory.size restored");
-    assert_eq!(snapshot(&mut store2, &restored, &layout), snap, "same bytes and globals");
+    assert_eq!(
+        pages(&mut store2, &restored),
+        pages_before,
+        "memory.size restored"
+    );
+    assert_eq!(
+        snapshot(&mut store2, &restored, &layout),
+        snap,
+        "same bytes and globals"
+    );
     assert_eq!(
         call_u64(&mut store2, &restored, "float-bits", None),
         call_u64(&mut store, &original, "float-bits", None),
@@ -261,7 +285,11 @@ fn roundtrip_two_instances_and_multi_memory() {
     }
     let snap = snapshot(&mut store, &original, &layout);
     assert_eq!(snap.memories[1].len(), 65536);
-    assert_eq!(snap.memories[2].len(), (2 + 2) * 65536, "second memory grew twice");
+    assert_eq!(
+        snap.memories[2].len(),
+        (2 + 2) * 65536,
+        "second memory grew twice"
+    );
 
     let (mut store2, restored) = instantiate(&engine, &linker, &component);
     restore(&mut store2, &restored, &layout, &snap).unwrap();
@@ -354,12 +382,20 @@ fn unchanged_behaviour_and_interface() {
     };
     let (ia, ea) = names(&a);
     let (ib, eb) = names(&b);
-    assert_eq!(ib, [ia.clone(), vec![weir_snapshot::HOST_INSTANCE.to_owned()]].concat());
-    assert_eq!(eb, [ea.clone(), vec![weir_snapshot::ACCESS_INSTANCE.to_owned()]].concat());
+    assert_eq!(
+        ib,
+        [ia.clone(), vec![weir_snapshot::HOST_INSTANCE.to_owned()]].concat()
+    );
+    assert_eq!(
+        eb,
+        [ea.clone(), vec![weir_snapshot::ACCESS_INSTANCE.to_owned()]].concat()
+    );
 
     // Same results call for call (the original needs no host import).
     let mut store_a = store(&engine, Host::default());
-    let inst_a = Linker::<Host>::new(&engine).instantiate(&mut store_a, &a).unwrap();
+    let inst_a = Linker::<Host>::new(&engine)
+        .instantiate(&mut store_a, &a)
+        .unwrap();
     let linker = linker(&engine);
     let (mut store_b, inst_b) = instantiate(&engine, &linker, &b);
     for x in 0..50 {
@@ -386,7 +422,10 @@ fn component_without_memory_or_globals() {
     let (mut store, inst) = instantiate(&engine, &linker, &component);
     assert_eq!(
         snapshot(&mut store, &inst, &layout),
-        Snapshot { memories: vec![], globals: vec![] }
+        Snapshot {
+            memories: vec![],
+            globals: vec![]
+        }
     );
     let f = inst.get_typed_func::<(), (u32,)>(&mut store, "f").unwrap();
     assert_eq!(f.call(&mut store, ()).unwrap().0, 5);
@@ -453,9 +492,7 @@ fn refuses_shared_memory() {
 
 #[test]
 fn refuses_memory64() {
-    let msg = refusal(&module_component(
-        "(memory 1) (memory i64 1)",
-    ));
+    let msg = refusal(&module_component("(memory 1) (memory i64 1)"));
     assert!(
         msg.starts_with("core module 1, memory 1: 64-bit memories (memory64) are not supported"),
         "{msg}"
@@ -480,7 +517,9 @@ fn refuses_reference_and_v128_globals() {
         msg.starts_with("core module 1, global 1: mutable global of type funcref is not supported"),
         "{msg}"
     );
-    let msg = refusal(&module_component("(global (mut v128) (v128.const i64x2 0 0))"));
+    let msg = refusal(&module_component(
+        "(global (mut v128) (v128.const i64x2 0 0))",
+    ));
     assert!(
         msg.starts_with("core module 1, global 0: mutable global of type v128 is not supported"),
         "{msg}"
@@ -497,10 +536,22 @@ fn refuses_reference_and_v128_globals() {
 fn refuses_table_mutation() {
     for (body, insn) in [
         ("(table.set (i32.const 0) (ref.null func))", "table.set"),
-        ("(drop (table.grow (ref.null func) (i32.const 1)))", "table.grow"),
-        ("(table.fill (i32.const 0) (ref.null func) (i32.const 1))", "table.fill"),
-        ("(table.copy (i32.const 0) (i32.const 0) (i32.const 0))", "table.copy"),
-        ("(table.init $e (i32.const 0) (i32.const 0) (i32.const 0))", "table.init"),
+        (
+            "(drop (table.grow (ref.null func) (i32.const 1)))",
+            "table.grow",
+        ),
+        (
+            "(table.fill (i32.const 0) (ref.null func) (i32.const 1))",
+            "table.fill",
+        ),
+        (
+            "(table.copy (i32.const 0) (i32.const 0) (i32.const 0))",
+            "table.copy",
+        ),
+        (
+            "(table.init $e (i32.const 0) (i32.const 0) (i32.const 0))",
+            "table.init",
+        ),
     ] {
         let msg = refusal(&module_component(&format!(
             r#"(table 2 funcref)
@@ -529,7 +580,10 @@ fn refuses_table_mutation() {
             (func (table.set (i32.const 0) (ref.func 0))))
           (core instance (instantiate $m (with "lib" (instance $l)))))"#,
     );
-    assert!(msg.starts_with("core module 1, function 1: `table.set`"), "{msg}");
+    assert!(
+        msg.starts_with("core module 1, function 1: `table.set`"),
+        "{msg}"
+    );
 
     // A table filled only by an active element segment, read by
     // call_indirect, is fine.
@@ -561,7 +615,9 @@ fn refuses_segment_drop() {
 
 #[test]
 fn refuses_gc_types() {
-    let msg = refusal(&module_component("(type (func)) (type (struct (field (mut i32))))"));
+    let msg = refusal(&module_component(
+        "(type (func)) (type (struct (field (mut i32))))",
+    ));
     assert_eq!(
         msg,
         "core module 1, type 1: struct types are not supported (GC objects and continuations \
@@ -585,9 +641,8 @@ fn refuses_module_instantiated_twice() {
 
 #[test]
 fn refuses_imported_module() {
-    let msg = refusal(
-        "(component (import \"m\" (core module $m)) (core instance (instantiate $m)))",
-    );
+    let msg =
+        refusal("(component (import \"m\" (core module $m)) (core instance (instantiate $m)))");
     assert_eq!(
         msg,
         "core instance 0 instantiates core module 0, which is imported; only core modules \
@@ -645,10 +700,18 @@ fn refuses_async_builtins() {
 #[test]
 fn refuses_core_module_and_reinstrumentation() {
     let core = wat::parse_str("(module)").unwrap();
-    assert!(matches!(instrument(&core), Err(InstrumentError::CoreModule)));
-    let once = instrument(&single_memory_component(false)).unwrap().component;
+    assert!(matches!(
+        instrument(&core),
+        Err(InstrumentError::CoreModule)
+    ));
+    let once = instrument(&single_memory_component(false))
+        .unwrap()
+        .component;
     let msg = instrument(&once).unwrap_err().to_string();
-    assert!(msg.starts_with("component is already instrumented"), "{msg}");
+    assert!(
+        msg.starts_with("component is already instrumented"),
+        "{msg}"
+    );
     assert!(matches!(
         instrument(b"\0asm garbage"),
         Err(InstrumentError::Invalid(_))

@@ -21,6 +21,9 @@ mod task;
 pub use dead_letter::Origin;
 pub use summary::{OperatorStats, SinkStats, Summary};
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
 use crate::config::Pipeline;
 use crate::operator::{ComponentCache, Fault, OperatorError};
 use crate::sink::SinkError;
@@ -31,6 +34,9 @@ use crate::source::SourceError;
 pub struct RunOptions {
     /// Where compiled components are cached.
     pub cache: ComponentCache,
+    /// Set to stop the run at the next batch boundary (outputs so far are
+    /// flushed and the summary says it stopped early).
+    pub stop: Arc<AtomicBool>,
 }
 
 /// Runs a pipeline to the end of its (bounded) source.
@@ -38,7 +44,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<Summary, Pipelin
     let operators = build::operators(pipeline, &options.cache)?;
     let source = build::source(pipeline)?;
     let sinks = build::sinks(pipeline)?;
-    task::Task::new(pipeline, operators, source, sinks)?.run()
+    task::Task::new(pipeline, operators, source, sinks)?.run(&options.stop)
 }
 
 /// Checks a pipeline without running it: the file, the components and their

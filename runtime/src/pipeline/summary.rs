@@ -24,6 +24,8 @@ pub struct Summary {
     pub dead_letters: u64,
     /// Operator faults recovered from by replay.
     pub recoveries: u64,
+    /// Whether the run was stopped on request before its input ended.
+    pub stopped_early: bool,
     /// Wall time of the run.
     #[serde(with = "duration_secs")]
     pub elapsed: Duration,
@@ -97,7 +99,11 @@ impl fmt::Display for Summary {
             f,
             "  dead letters: {}, recoveries by replay: {}",
             self.dead_letters, self.recoveries
-        )
+        )?;
+        if self.stopped_early {
+            write!(f, "\n  stopped on request before the end of the input")?;
+        }
+        Ok(())
     }
 }
 

@@ -1,6 +1,7 @@
 //! One task: the read -> process -> write loop over one source, with the
 //! error policy and fault recovery by replay.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crate::config::{ErrorPolicy, Pipeline};
@@ -87,12 +88,17 @@ impl Task {
         })
     }
 
-    /// Runs until a bounded source ends.
-    pub fn run(mut self) -> Result<Summary, PipelineError> {
+    /// Runs until a bounded source ends or `stop` is set.
+    pub fn run(mut self, stop: &AtomicBool) -> Result<Summary, PipelineError> {
         let started = Instant::now();
         tracing::info!(pipeline = %self.name, source = %self.source_name, "started");
         let mut batch = SourceBatch::default();
         loop {
+            if stop.load(Ordering::Relaxed) {
+                tracing::warn!(pipeline = %self.name, "stop requested: finishing at a batch boundary");
+                self.summary.stopped_early = true;
+                break;
+            }
             batch.clear();
             let outcome = self.source.read(self.max_records, &mut batch)?;
             if !batch.is_empty() {

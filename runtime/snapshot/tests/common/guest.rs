@@ -25,7 +25,10 @@ pub fn cargo_build_wasip2(cwd: &Path, subdir: &str, args: &[&str]) -> PathBuf {
         .env_remove("CARGO_BUILD_TARGET")
         .status()
         .expect("run cargo");
-    assert!(status.success(), "cargo build for wasm32-wasip2 failed in {cwd:?}");
+    assert!(
+        status.success(),
+        "cargo build for wasm32-wasip2 failed in {cwd:?}"
+    );
     target.join("wasm32-wasip2/release")
 }
 

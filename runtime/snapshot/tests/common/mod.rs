@@ -7,10 +7,10 @@ pub mod guest;
 use wasmtime::component::{
     Component, ComponentExportIndex, Instance, Linker, Resource, ResourceTable, WasmList,
 };
+use wasmtime::{Config, Engine, Store, StoreContextMut};
 use wasmtime_wasi::cli::StdinStream;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, DynPollable};
-use wasmtime::{Config, Engine, Store, StoreContextMut};
 use weir_snapshot::{ACCESS_INSTANCE, HOST_INSTANCE, PUT_MEMORY, StateLayout};
 
 /// Per-store host data.
@@ -154,9 +154,11 @@ const WASI_CLI: &str = "0.2.12";
 
 /// Records a subscription to a stream if that stream is journaled.
 fn journal_pollable(host: &mut Host, stream_rep: u32, pollable_rep: u32) {
-    if let Some(of) = host.journal.iter().position(|(held, rep)| {
-        matches!(held, Held::Stream(_)) && *rep == stream_rep
-    }) {
+    if let Some(of) = host
+        .journal
+        .iter()
+        .position(|(held, rep)| matches!(held, Held::Stream(_)) && *rep == stream_rep)
+    {
         host.journal.push((Held::Pollable { of }, pollable_rep));
     }
 }
@@ -172,7 +174,9 @@ pub fn wasi_linker(engine: &Engine) -> Linker<Host> {
     let mut linker = linker(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
     linker.allow_shadowing(true);
-    let mut streams = linker.instance(&format!("wasi:io/streams@{WASI_CLI}")).unwrap();
+    let mut streams = linker
+        .instance(&format!("wasi:io/streams@{WASI_CLI}"))
+        .unwrap();
     streams
         .func_wrap(
             "[method]output-stream.subscribe",
@@ -337,8 +341,8 @@ pub fn probe_handles(
 ) -> wasmtime::Result<Vec<u32>> {
     let info = wasi_resource(layout, "wasi:io/streams@", "output-stream");
     let adopt = access_export(store, instance, &info.adopt_func());
-    let adopt = instance
-        .get_typed_func::<(Resource<DynOutputStream>,), (u32,)>(&mut *store, &adopt)?;
+    let adopt =
+        instance.get_typed_func::<(Resource<DynOutputStream>,), (u32,)>(&mut *store, &adopt)?;
     let drop = access_export(store, instance, &info.drop_func());
     let drop = instance.get_typed_func::<(u32,), ()>(&mut *store, &drop)?;
     let mut indices = Vec::new();
@@ -389,9 +393,7 @@ impl std::fmt::Debug for Snapshot {
             .memories
             .iter()
             .map(|m| {
-                let sum = m
-                    .iter()
-                    .fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(*b));
+                let sum = m.iter().fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(*b));
                 format!("{} pages, checksum {sum:#x}", m.len() / 65536)
             })
             .collect();
@@ -442,11 +444,7 @@ pub fn store(engine: &Engine, host: Host) -> Store<Host> {
     store
 }
 
-fn access_export(
-    store: &mut Store<Host>,
-    instance: &Instance,
-    name: &str,
-) -> ComponentExportIndex {
+fn access_export(store: &mut Store<Host>, instance: &Instance, name: &str) -> ComponentExportIndex {
     let access = instance
         .get_export_index(&mut *store, None, ACCESS_INSTANCE)
         .expect("access instance");
