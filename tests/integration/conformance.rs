@@ -218,3 +218,27 @@ fn read_parts(dir: &std::path::Path) -> Vec<Vec<u8>> {
         .flat_map(|p| lines(&std::fs::read(p).unwrap()))
         .collect()
 }
+
+#[test]
+fn checkpoint_store_opened_by_path_and_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weir-data");
+    let store =
+        weir::checkpoint::CheckpointStore::open(path.to_str().unwrap(), "pipeline-a").unwrap();
+    block_on(conformance::checkpoint_store(&store));
+    assert!(
+        path.join("pipeline-a").is_dir(),
+        "objects are not under the directory"
+    );
+    let url = format!("file://{}", dir.path().join("other").display());
+    block_on(conformance::checkpoint_store(
+        &weir::checkpoint::CheckpointStore::open(&url, "p").unwrap(),
+    ));
+    let err = weir::checkpoint::CheckpointStore::open("ftp://x/y", "p")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "cannot open checkpoint store `ftp://x/y`: unsupported scheme (use a local path, file:// or memory://; s3:// is not supported yet)"
+    );
+}

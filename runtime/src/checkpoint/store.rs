@@ -66,6 +66,14 @@ pub enum StoreError {
         /// The commit marker's key.
         key: String,
     },
+    /// The store location cannot be opened.
+    #[error("cannot open checkpoint store `{location}`: {reason}")]
+    Open {
+        /// The location as given.
+        location: String,
+        /// Why.
+        reason: String,
+    },
     /// A name that cannot be part of a key.
     #[error(
         "`{name}` cannot name a pipeline or task in the checkpoint store: use 1-128 characters of A-Z a-z 0-9 - _ ."
@@ -121,6 +129,35 @@ impl CheckpointStore {
             root: layout::pipeline_root(&root, pipeline),
             describe,
         })
+    }
+
+    /// Opens the checkpoints of `pipeline` at `location`:
+    ///
+    /// - a local directory (`weir-data`, `/var/lib/weir`, `file:///var/lib/weir`),
+    ///   created if missing;
+    /// - `memory://` for tests (gone with the process).
+    pub fn open(location: &str, pipeline: &str) -> Result<CheckpointStore, StoreError> {
+        let fail = |reason: String| StoreError::Open {
+            location: location.to_owned(),
+            reason,
+        };
+        let (store, root): (Arc<dyn ObjectStore>, Path) = if location == "memory://" {
+            (
+                Arc::new(object_store::memory::InMemory::new()),
+                Path::from(""),
+            )
+        } else if location.contains("://") && !location.starts_with("file://") {
+            return Err(fail(
+                "unsupported scheme (use a local path, file:// or memory://; s3:// is not supported yet)".into(),
+            ));
+        } else {
+            let dir = std::path::Path::new(location.strip_prefix("file://").unwrap_or(location));
+            std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+            let local = object_store::local::LocalFileSystem::new_with_prefix(dir)
+                .map_err(|e| fail(e.to_string()))?;
+            (Arc::new(local), Path::from(""))
+        };
+        CheckpointStore::new(store, root, pipeline, location.to_owned())
     }
 
     /// The underlying object store (for tools that read it directly).
