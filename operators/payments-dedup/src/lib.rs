@@ -303,6 +303,11 @@ fn parse_u64(s: &[u8]) -> Result<u64, BadNumber> {
     if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
         return Err(BadNumber::Syntax);
     }
+    // Up to 19 digits always fit in a u64. Only longer numbers need checked
+    // arithmetic, which on wasm32 costs a 128-bit multiply call per digit.
+    if s.len() <= 19 {
+        return Ok(s.iter().fold(0u64, |n, &b| n * 10 + u64::from(b - b'0')));
+    }
     let mut n: u64 = 0;
     for &b in s {
         n = n
