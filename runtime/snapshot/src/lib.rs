@@ -290,18 +290,14 @@ pub fn instrument(component: &[u8]) -> Result<Instrumented, InstrumentError> {
 
     let mut parser = Parser::new(0);
     let mut offset = 0usize;
-    loop {
-        let (payload, consumed) = match parser.parse(&component[offset..], true)? {
-            wasmparser::Chunk::Parsed { consumed, payload } => (payload, consumed),
-            // Unreachable with `eof = true`; the validator saw the end.
-            wasmparser::Chunk::NeedMoreData(_) => break,
-        };
+    // (`NeedMoreData` cannot happen with `eof = true`.)
+    while let wasmparser::Chunk::Parsed { consumed, payload } =
+        parser.parse(&component[offset..], true)?
+    {
         offset += consumed;
         match &payload {
-            Payload::Version { encoding, .. } => {
-                if *encoding != Encoding::Component {
-                    return Err(InstrumentError::CoreModule);
-                }
+            Payload::Version { encoding, .. } if *encoding != Encoding::Component => {
+                return Err(InstrumentError::CoreModule);
             }
             Payload::ModuleSection {
                 unchecked_range, ..
