@@ -74,24 +74,7 @@ impl<W: Write + Send> Sink for LineSink<W> {
     }
 
     fn write(&mut self, outputs: &[Output]) -> Result<(), SinkError> {
-        for (index, output) in outputs.iter().enumerate() {
-            if output.value.contains(&b'\n') {
-                return Err(SinkError::Unrepresentable {
-                    sink: self.name.clone(),
-                    index,
-                    reason:
-                        "the value contains a newline, which this line-framed sink cannot write"
-                            .into(),
-                });
-            }
-            let result = self
-                .writer
-                .write_all(&output.value)
-                .and_then(|()| self.writer.write_all(b"\n"));
-            result.map_err(|e| self.io("write", e))?;
-            self.written += 1;
-        }
-        Ok(())
+        write_lines(&mut self.writer, outputs, &self.name, &mut self.written)
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
@@ -101,4 +84,35 @@ impl<W: Write + Send> Sink for LineSink<W> {
     fn written(&self) -> u64 {
         self.written
     }
+}
+
+/// Writes each output's value and `\n`, counting into `written`; a value
+/// with a newline cannot be framed and fails with its index, nothing after
+/// it written. Shared by every line-framed sink.
+pub(super) fn write_lines(
+    writer: &mut impl Write,
+    outputs: &[Output],
+    sink: &str,
+    written: &mut u64,
+) -> Result<(), SinkError> {
+    for (index, output) in outputs.iter().enumerate() {
+        if output.value.contains(&b'\n') {
+            return Err(SinkError::Unrepresentable {
+                sink: sink.to_owned(),
+                index,
+                reason: "the value contains a newline, which this line-framed sink cannot write"
+                    .into(),
+            });
+        }
+        let result = writer
+            .write_all(&output.value)
+            .and_then(|()| writer.write_all(b"\n"));
+        result.map_err(|error| SinkError::Io {
+            sink: sink.to_owned(),
+            operation: "write",
+            error,
+        })?;
+        *written += 1;
+    }
+    Ok(())
 }

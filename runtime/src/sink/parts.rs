@@ -129,26 +129,10 @@ impl Sink for PartFileSink {
             let file = File::create(&path).map_err(|e| self.io("create", e))?;
             self.in_progress = Some(BufWriter::with_capacity(1 << 16, file));
         }
-        for (index, output) in outputs.iter().enumerate() {
-            if output.value.contains(&b'\n') {
-                return Err(SinkError::Unrepresentable {
-                    sink: self.describe.clone(),
-                    index,
-                    reason:
-                        "the value contains a newline, which this line-framed sink cannot write"
-                            .into(),
-                });
-            }
-            let Some(writer) = self.in_progress.as_mut() else {
-                unreachable!("created above");
-            };
-            let result = writer
-                .write_all(&output.value)
-                .and_then(|()| writer.write_all(b"\n"));
-            result.map_err(|e| self.io("write", e))?;
-            self.written += 1;
-        }
-        Ok(())
+        let Some(writer) = self.in_progress.as_mut() else {
+            unreachable!("created above");
+        };
+        super::line::write_lines(writer, outputs, &self.describe, &mut self.written)
     }
 
     /// Writes buffered outputs to the in-progress file; they stay invisible
