@@ -1,6 +1,6 @@
 //! Turns a pipeline spec into live parts: source, sinks, prepared operators.
 
-use crate::config::{MAIN_SINK, Pipeline, SinkSpec, SourceSpec};
+use crate::config::{Pipeline, SinkSpec, SourceSpec};
 use crate::operator::{ComponentCache, Limits, PreparedOperator, new_engine, new_linker};
 use crate::sink::{LineSink, NullSink, Sink};
 use crate::source::{FileSource, GeneratorSource, Source};
@@ -56,7 +56,6 @@ pub fn sinks(pipeline: &Pipeline) -> Result<Sinks, PipelineError> {
         };
         entries.push((name.clone(), sink));
     }
-    let _ = MAIN_SINK;
     Ok(Sinks { entries })
 }
 
