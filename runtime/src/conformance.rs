@@ -379,9 +379,7 @@ pub fn epoch_sink(open: OpenEpochSink<'_>, read_back: &dyn Fn() -> Vec<Vec<u8>>)
     // recovery publishes it.
     sink.write(&values(3)).expect("write");
     sink.prepare(3).expect("prepare");
-    drop(sink);
-    let mut sink = open();
-    sink.recover(3).expect("recover");
+    let mut sink = crash_and_recover(open, sink, 3);
     assert_eq!(
         read_back(),
         seen(&[1, 3]),
@@ -394,9 +392,7 @@ pub fn epoch_sink(open: OpenEpochSink<'_>, read_back: &dyn Fn() -> Vec<Vec<u8>>)
     sink.prepare(4).expect("prepare");
     sink.write(&values(5)).expect("write");
     sink.flush().expect("flush");
-    drop(sink);
-    let mut sink = open();
-    sink.recover(3).expect("recover");
+    let mut sink = crash_and_recover(open, sink, 3);
     assert_eq!(
         read_back(),
         seen(&[1, 3]),
@@ -416,4 +412,17 @@ pub fn epoch_sink(open: OpenEpochSink<'_>, read_back: &dyn Fn() -> Vec<Vec<u8>>)
         sink.recover(2).is_err(),
         "recovering to a checkpoint older than published output succeeded"
     );
+}
+
+/// Drops `sink` as a crash would (nothing flushed or published), reopens the
+/// location and recovers to checkpoint `committed`.
+fn crash_and_recover(
+    open: OpenEpochSink<'_>,
+    sink: Box<dyn crate::sink::EpochSink>,
+    committed: u64,
+) -> Box<dyn crate::sink::EpochSink> {
+    drop(sink);
+    let mut sink = open();
+    sink.recover(committed).expect("recover");
+    sink
 }
