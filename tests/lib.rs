@@ -84,6 +84,25 @@ impl Run {
     }
 }
 
+/// What a reader of a `parts` sink's directory sees: the published parts,
+/// concatenated in name order.
+pub fn read_parts(dir: &Path) -> Vec<u8> {
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("part-"))
+        })
+        .collect();
+    parts.sort();
+    parts
+        .iter()
+        .flat_map(|p| std::fs::read(p).unwrap())
+        .collect()
+}
+
 /// Asserts that `text` contains every one of `needles`.
 #[track_caller]
 pub fn assert_contains(text: &str, needles: &[&str]) {

@@ -49,6 +49,9 @@ pub struct PipelineSpec {
     /// What to do with a record that an operator cannot process.
     #[serde(default)]
     pub errors: ErrorsSpec,
+    /// When and where operator state is checkpointed.
+    #[serde(default)]
+    pub checkpoint: CheckpointSpec,
 }
 
 /// `[source]`: where records come from.
@@ -155,15 +158,35 @@ impl OperatorSpec {
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum SinkSpec {
     /// Appends each output's value and a newline to a local file. Created
-    /// (with its directory) if missing; truncated at the start of a run.
+    /// (with its directory) if missing; truncated at the start of a run
+    /// from scratch, appended to when a run resumes from a checkpoint. Not
+    /// transactional: after a crash, outputs written since the last
+    /// checkpoint are written again (at least once). Use `parts` for
+    /// exactly-once output.
     File {
         /// Path of the file (relative to the pipeline file). Required.
         path: PathBuf,
+    },
+    /// Exactly-once files: the outputs of each checkpoint epoch go to one
+    /// part file, `<dir>/part-<epoch>.<extension>`, which appears (by an
+    /// atomic rename) only once the checkpoint covering it has committed.
+    /// Concatenating the parts in name order gives the committed output.
+    Parts {
+        /// Directory of the part files (relative to the pipeline file).
+        /// Created if missing. Required.
+        dir: PathBuf,
+        /// Extension of the part files. Default `txt`.
+        #[serde(default = "default_parts_extension")]
+        extension: String,
     },
     /// Writes each output's value and a newline to standard output.
     Stdout,
     /// Counts outputs and drops them. For benchmarks.
     Null,
+}
+
+fn default_parts_extension() -> String {
+    "txt".into()
 }
 
 /// `[batch]`: how records are grouped into calls to `process`.
@@ -256,6 +279,67 @@ pub enum ErrorPolicy {
     Stop,
     /// Write to the dead-letter sink and continue.
     DeadLetter,
+}
+
+/// `[checkpoint]`: barrier checkpoints of operator state and source position.
+///
+/// A barrier is taken after a batch once `interval_records` records or
+/// `interval_ms` milliseconds have passed since the previous one (whichever
+/// comes first; 0 turns a trigger off), and at the end of a bounded source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSpec {
+    /// Take checkpoints and recover from them. Default `true`. With
+    /// `false`, every run starts from scratch and outputs are at least once.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Where checkpoints are stored: a local directory (relative to the
+    /// pipeline file), `file:///absolute/dir`, or `s3://bucket/prefix` (the
+    /// endpoint, region and credentials come from the usual `AWS_*`
+    /// environment variables). Default `weir-data`, next to the pipeline
+    /// file.
+    #[serde(default = "default_checkpoint_store")]
+    pub store: String,
+    /// Barrier after this many records since the previous one. Default 0
+    /// (off).
+    #[serde(default)]
+    pub interval_records: u64,
+    /// Barrier after this many milliseconds since the previous one.
+    /// Default 1000.
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u64,
+    /// Committed checkpoints kept; older ones and the pages only they
+    /// reference are deleted. Default 3, at least 1.
+    #[serde(default = "default_keep")]
+    pub keep: u32,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_checkpoint_store() -> String {
+    "weir-data".into()
+}
+
+fn default_interval_ms() -> u64 {
+    1000
+}
+
+fn default_keep() -> u32 {
+    3
+}
+
+impl Default for CheckpointSpec {
+    fn default() -> Self {
+        CheckpointSpec {
+            enabled: true,
+            store: default_checkpoint_store(),
+            interval_records: 0,
+            interval_ms: default_interval_ms(),
+            keep: default_keep(),
+        }
+    }
 }
 
 /// Name of the sink that receives the last operator's main stream.
@@ -373,6 +457,37 @@ fn validate(spec: &PipelineSpec) -> Result<(), (String, String)> {
     if spec.sinks.is_empty() {
         return Err(("sinks".into(), "at least one sink is required".into()));
     }
+    let checkpoint = &spec.checkpoint;
+    if checkpoint.enabled && checkpoint.interval_records == 0 && checkpoint.interval_ms == 0 {
+        return Err((
+            "checkpoint.interval_ms".into(),
+            "interval_records and interval_ms are both 0: set one of them, or enabled = false"
+                .into(),
+        ));
+    }
+    if checkpoint.keep == 0 {
+        return Err(("checkpoint.keep".into(), "must be at least 1".into()));
+    }
+    if checkpoint.store.trim().is_empty() {
+        return Err(("checkpoint.store".into(), "must not be empty".into()));
+    }
+    for (name, sink) in &spec.sinks {
+        let SinkSpec::Parts { extension, .. } = sink else {
+            continue;
+        };
+        if extension.is_empty() || !extension.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err((
+                format!("sinks.{name}.extension"),
+                format!("must be letters and digits, got `{extension}`"),
+            ));
+        }
+        if !checkpoint.enabled {
+            return Err((
+                format!("sinks.{name}.kind"),
+                "a `parts` sink publishes outputs when checkpoints commit, so it needs checkpoint.enabled = true".into(),
+            ));
+        }
+    }
     match (spec.errors.policy, &spec.errors.dead_letter_sink) {
         (ErrorPolicy::DeadLetter, None) => {
             return Err((
@@ -407,9 +522,15 @@ fn resolve_paths(spec: &mut PipelineSpec, base: &Path) {
         resolve(&mut op.component);
     }
     for sink in spec.sinks.values_mut() {
-        if let SinkSpec::File { path } = sink {
-            resolve(path);
+        match sink {
+            SinkSpec::File { path } => resolve(path),
+            SinkSpec::Parts { dir, .. } => resolve(dir),
+            SinkSpec::Stdout | SinkSpec::Null => {}
         }
+    }
+    let store = &mut spec.checkpoint.store;
+    if !store.contains("://") && Path::new(store.as_str()).is_relative() {
+        *store = base.join(store.as_str()).to_string_lossy().into_owned();
     }
 }
 

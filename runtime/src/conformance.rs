@@ -195,9 +195,10 @@ pub fn sink(open: &mut dyn FnMut() -> (Box<dyn Sink>, ReadBack)) {
 /// backend. `raw` is the same backend, for tampering with objects. The store
 /// must be empty.
 pub async fn checkpoint_store(store: &crate::checkpoint::CheckpointStore) {
+    const TASK: &str = "t-0";
     use crate::checkpoint::{
-        EpochEntry, EpochStats, GlobalState, Hash, Manifest, MemoryState, OperatorState,
-        PutOutcome, StoreError,
+        EpochEntry, EpochStats, GlobalState, Hash, HeldHandle, Manifest, MemoryState,
+        OperatorState, PutOutcome, StoreError,
     };
     use bytes::Bytes;
     use object_store::{ObjectStoreExt, PutPayload};
@@ -205,34 +206,34 @@ pub async fn checkpoint_store(store: &crate::checkpoint::CheckpointStore) {
     // Content-addressed pages: a second put is a no-op; reads verify.
     let page = Bytes::from(vec![7u8; 65536]);
     let hash = Hash::of(&page);
-    assert!(!store.has_page(&hash).await.unwrap());
+    assert!(!store.has_page(TASK, &hash).await.unwrap());
     assert_eq!(
-        store.put_page(&hash, page.clone()).await.unwrap(),
+        store.put_page(TASK, &hash, page.clone()).await.unwrap(),
         PutOutcome::Uploaded
     );
     assert_eq!(
-        store.put_page(&hash, page.clone()).await.unwrap(),
+        store.put_page(TASK, &hash, page.clone()).await.unwrap(),
         PutOutcome::AlreadyPresent
     );
-    assert!(store.has_page(&hash).await.unwrap());
-    assert_eq!(store.get_page(&hash).await.unwrap(), page);
+    assert!(store.has_page(TASK, &hash).await.unwrap());
+    assert_eq!(store.get_page(TASK, &hash).await.unwrap(), page);
     let missing = Hash::of(b"never stored");
     assert!(matches!(
-        store.get_page(&missing).await,
+        store.get_page(TASK, &missing).await,
         Err(StoreError::NotFound { .. })
     ));
 
     // A page whose bytes were altered is reported corrupt, naming the key.
     let bad = Bytes::from(vec![9u8; 100]);
     let bad_hash = Hash::of(&bad);
-    store.put_page(&bad_hash, bad).await.unwrap();
-    let key = crate::checkpoint::layout::page(store.root(), &bad_hash);
+    store.put_page(TASK, &bad_hash, bad).await.unwrap();
+    let key = crate::checkpoint::layout::page(store.root(), TASK, &bad_hash);
     store
         .object_store()
         .put(&key, PutPayload::from(vec![8u8; 100]))
         .await
         .unwrap();
-    match store.get_page(&bad_hash).await {
+    match store.get_page(TASK, &bad_hash).await {
         Err(StoreError::Corrupt { key: k, .. }) => assert_eq!(k, key.to_string()),
         other => panic!("a tampered page was not reported corrupt: {other:?}"),
     }
@@ -265,11 +266,14 @@ pub async fn checkpoint_store(store: &crate::checkpoint::CheckpointStore) {
                 GlobalState::I32(1 << 20),
                 GlobalState::F64(0x7ff8_0000_0000_0001),
             ],
+            handles: vec![HeldHandle::Stdout, HeldHandle::Pollable { of: 0 }],
         }],
         stats: EpochStats {
             capture_pause_us: 5,
             state_bytes: 65536,
             new_bytes: 65536,
+            upload_us: 7,
+            records_in: 10 * epoch,
         },
     };
     for epoch in [1, 2, 10] {
@@ -321,7 +325,7 @@ pub async fn checkpoint_store(store: &crate::checkpoint::CheckpointStore) {
     store.delete_epoch("t-0", 1).await.unwrap();
     store.delete_epoch("t-0", 1).await.unwrap();
     assert_eq!(store.epochs("t-0").await.unwrap()[0].epoch, 2);
-    assert!(store.has_page(&hash).await.unwrap());
+    assert!(store.has_page(TASK, &hash).await.unwrap());
 
     // Names that would escape or confuse the layout are refused.
     assert!(matches!(

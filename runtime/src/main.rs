@@ -36,12 +36,22 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a pipeline to the end of its input and print a summary.
+    ///
+    /// With checkpoints (the default), a run resumes from the newest
+    /// committed checkpoint in the pipeline's store: after a crash or
+    /// kill -9, run the same command again. A damaged newest checkpoint is
+    /// reported and the previous one used.
     Run {
         /// The pipeline file (TOML).
         pipeline: PathBuf,
         /// Print the summary as JSON on stdout instead of text on stderr.
         #[arg(long)]
         json: bool,
+        /// Start over: delete the pipeline's checkpoints and the outputs of
+        /// its exactly-once (`parts`) sinks, then run from the beginning of
+        /// the input. Without it, weir never discards checkpoints.
+        #[arg(long)]
+        from_scratch: bool,
     },
     /// Check a pipeline file and its components without running anything.
     Validate {
@@ -92,12 +102,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .or_else(ComponentCache::default_dir),
         )
     };
-    let options = RunOptions {
+    let mut options = RunOptions {
         cache,
         stop: Arc::new(AtomicBool::new(false)),
+        from_scratch: false,
     };
     match cli.command {
-        Command::Run { pipeline, json } => {
+        Command::Run {
+            pipeline,
+            json,
+            from_scratch,
+        } => {
+            options.from_scratch = from_scratch;
             let pipeline = Pipeline::load(&pipeline)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

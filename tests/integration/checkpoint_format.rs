@@ -2,7 +2,7 @@
 //! kept in the repository and must decode to the same manifest forever.
 
 use weir::checkpoint::{
-    CommitMarker, EpochStats, FORMAT_VERSION, GlobalState, Hash, Manifest, MemoryState,
+    CommitMarker, EpochStats, FORMAT_VERSION, GlobalState, Hash, HeldHandle, Manifest, MemoryState,
     OperatorState,
 };
 use weir::record::Position;
@@ -31,11 +31,14 @@ fn v1_manifest() -> Manifest {
                 GlobalState::I32(1_048_576),
                 GlobalState::F64(0x7ff8_0000_0000_0001),
             ],
+            handles: vec![HeldHandle::Stdout, HeldHandle::Pollable { of: 0 }],
         }],
         stats: EpochStats {
             capture_pause_us: 1_234,
             state_bytes: 196_608,
             new_bytes: 65_536,
+            upload_us: 2_345,
+            records_in: 100_000,
         },
     }
 }

@@ -73,9 +73,21 @@ fn summary_counts_records_per_operator_and_sink() {
             "3 written",
         ],
     );
+    // A second run resumes from the checkpoint at the end of the input...
     let run = fx.weir(&["run", "pipeline.toml", "--json"]).ok();
     let summary: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(summary["records_in"], 0);
+    assert_eq!(summary["checkpoints"]["resumed_from"], 1);
+    // ...unless told to start over.
+    let run = fx
+        .weir(&["run", "pipeline.toml", "--json", "--from-scratch"])
+        .ok();
+    let summary: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(summary["records_in"], 3);
+    assert_eq!(
+        summary["checkpoints"]["resumed_from"],
+        serde_json::Value::Null
+    );
     assert_eq!(summary["operators"][0]["outputs"], 3);
 }
 

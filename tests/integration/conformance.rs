@@ -201,22 +201,7 @@ fn part_file_sink_is_exactly_once() {
 
 /// What a reader of a part directory sees: published parts in name order.
 fn read_parts(dir: &std::path::Path) -> Vec<Vec<u8>> {
-    let mut parts: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with("part-")
-        })
-        .collect();
-    parts.sort();
-    parts
-        .iter()
-        .flat_map(|p| lines(&std::fs::read(p).unwrap()))
-        .collect()
+    lines(&weir_tests::read_parts(dir))
 }
 
 #[test]
@@ -239,6 +224,6 @@ fn checkpoint_store_opened_by_path_and_url() {
         .to_string();
     assert_eq!(
         err,
-        "cannot open checkpoint store `ftp://x/y`: unsupported scheme (use a local path, file:// or memory://; s3:// is not supported yet)"
+        "cannot open checkpoint store `ftp://x/y`: unsupported scheme: use a local directory, file:///dir, s3://bucket/prefix or memory://"
     );
 }

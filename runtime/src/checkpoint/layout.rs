@@ -29,15 +29,18 @@ pub fn component(pipeline_root: &Path, hash: &Hash) -> Path {
         .join(format!("{hash}.wasm"))
 }
 
-/// `<pipeline root>/pages/<first two hex digits>/<blake3>`: the fan-out keeps
-/// directories of a local store small.
-pub fn page(pipeline_root: &Path, hash: &Hash) -> Path {
+/// `<pipeline root>/tasks/<task>/pages/`.
+pub fn pages(pipeline_root: &Path, task: &str) -> Path {
+    pipeline_root.clone().join("tasks").join(task).join("pages")
+}
+
+/// `<pipeline root>/tasks/<task>/pages/<first two hex digits>/<blake3>`. Pages
+/// belong to a task, so a task collects its own garbage without looking at
+/// other tasks' checkpoints; the fan-out keeps directories of a local store
+/// small.
+pub fn page(pipeline_root: &Path, task: &str, hash: &Hash) -> Path {
     let hex = hash.to_string();
-    pipeline_root
-        .clone()
-        .join("pages")
-        .join(&hex[..2])
-        .join(hex)
+    pages(pipeline_root, task).join(&hex[..2]).join(hex)
 }
 
 /// `<pipeline root>/tasks/<task>/epochs/`.

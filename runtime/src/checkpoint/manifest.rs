@@ -11,6 +11,10 @@ use crate::record::Position;
 /// The manifest format this weir writes. It reads this and every older one.
 pub const FORMAT_VERSION: u32 = 1;
 
+/// Bytes per state page: one WebAssembly page, so every memory is a whole
+/// number of pages.
+pub const PAGE_BYTES: usize = 65536;
+
 /// A blake3 hash: names pages and components, checks manifests.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Hash(pub [u8; 32]);
@@ -71,6 +75,26 @@ pub struct OperatorState {
     pub memories: Vec<MemoryState>,
     /// Every mutable global, in the order of the instrumented layout.
     pub globals: Vec<GlobalState>,
+    /// The WASI handles the guest held, in the order it acquired them; a
+    /// restore recreates them first so they get the same handle indices.
+    pub handles: Vec<HeldHandle>,
+}
+
+/// A WASI resource handle a guest keeps between calls (wasi-libc keeps its
+/// stdio streams and one pollable per stream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HeldHandle {
+    /// `wasi:cli/stdin.get-stdin`.
+    Stdin,
+    /// `wasi:cli/stdout.get-stdout`.
+    Stdout,
+    /// `wasi:cli/stderr.get-stderr`.
+    Stderr,
+    /// `subscribe` on the stream held as entry `of` of this list.
+    Pollable {
+        /// Index of the stream in [`OperatorState::handles`].
+        of: u32,
+    },
 }
 
 /// One linear memory, as content-addressed pages.
@@ -106,6 +130,11 @@ pub struct EpochStats {
     pub state_bytes: u64,
     /// Bytes of pages this epoch uploaded (new content).
     pub new_bytes: u64,
+    /// How long uploading the new pages took, in microseconds.
+    pub upload_us: u64,
+    /// Records the task had read from its source when the state was
+    /// captured, over all runs.
+    pub records_in: u64,
 }
 
 /// The object whose existence makes an epoch the recovery point.
@@ -155,6 +184,12 @@ fn decode<T: for<'a> Deserialize<'a>>(bytes: &[u8]) -> Result<T, DecodeError> {
 }
 
 impl Manifest {
+    /// A digest of the operators' complete state (pages, globals, handles):
+    /// equal for two checkpoints exactly when their states are equal.
+    pub fn state_hash(&self) -> Hash {
+        Hash::of(&postcard::to_allocvec(&self.operators).unwrap_or_default())
+    }
+
     /// Encodes the manifest.
     pub fn encode(&self) -> Vec<u8> {
         postcard::to_allocvec(self).unwrap_or_else(|e| unreachable!("postcard to Vec: {e}"))

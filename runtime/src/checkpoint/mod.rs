@@ -6,9 +6,9 @@
 //!
 //! ```text
 //! <pipeline>/components/<blake3>.wasm              a component, by content
-//! <pipeline>/pages/<hh>/<blake3>                   a state page, by content
 //! <pipeline>/tasks/<task>/epochs/<epoch>/manifest  postcard Manifest
 //! <pipeline>/tasks/<task>/epochs/<epoch>/commit    postcard CommitMarker
+//! <pipeline>/tasks/<task>/pages/<hh>/<blake3>      a state page, by content
 //! ```
 //!
 //! **Architecture Invariant:** only this module writes to the checkpoint
@@ -19,10 +19,12 @@
 
 pub mod layout;
 pub mod manifest;
+pub mod recovery;
 mod store;
+pub mod uploader;
 
 pub use manifest::{
-    CommitMarker, EpochStats, FORMAT_VERSION, GlobalState, Hash, Manifest, MemoryState,
-    OperatorState,
+    CommitMarker, EpochStats, FORMAT_VERSION, GlobalState, Hash, HeldHandle, Manifest, MemoryState,
+    OperatorState, PAGE_BYTES,
 };
 pub use store::{CheckpointStore, EpochEntry, PutOutcome, StoreError};

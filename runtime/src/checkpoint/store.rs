@@ -135,6 +135,10 @@ impl CheckpointStore {
     ///
     /// - a local directory (`weir-data`, `/var/lib/weir`, `file:///var/lib/weir`),
     ///   created if missing;
+    /// - `s3://bucket/prefix` on S3 or any S3-compatible server, configured
+    ///   by the `AWS_*` environment variables (`AWS_ENDPOINT_URL`,
+    ///   `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    ///   `AWS_ALLOW_HTTP=true` for a plain-http endpoint);
     /// - `memory://` for tests (gone with the process).
     pub fn open(location: &str, pipeline: &str) -> Result<CheckpointStore, StoreError> {
         let fail = |reason: String| StoreError::Open {
@@ -146,15 +150,33 @@ impl CheckpointStore {
                 Arc::new(object_store::memory::InMemory::new()),
                 Path::from(""),
             )
+        } else if let Some(rest) = location.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(fail(
+                    "no bucket: write s3://BUCKET or s3://BUCKET/PREFIX".into(),
+                ));
+            }
+            // Endpoint, region, credentials and allow_http come from AWS_*
+            // variables, as with the AWS tools.
+            let s3 = object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .build()
+                .map_err(|e| fail(e.to_string()))?;
+            (Arc::new(s3), Path::from(prefix))
         } else if location.contains("://") && !location.starts_with("file://") {
             return Err(fail(
-                "unsupported scheme (use a local path, file:// or memory://; s3:// is not supported yet)".into(),
+                "unsupported scheme: use a local directory, file:///dir, s3://bucket/prefix or memory://"
+                    .into(),
             ));
         } else {
             let dir = std::path::Path::new(location.strip_prefix("file://").unwrap_or(location));
             std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+            // Deleting the last object of a directory removes the directory,
+            // so collected epochs leave nothing behind.
             let local = object_store::local::LocalFileSystem::new_with_prefix(dir)
-                .map_err(|e| fail(e.to_string()))?;
+                .map_err(|e| fail(e.to_string()))?
+                .with_automatic_cleanup(true);
             (Arc::new(local), Path::from(""))
         };
         CheckpointStore::new(store, root, pipeline, location.to_owned())
@@ -163,6 +185,37 @@ impl CheckpointStore {
     /// The underlying object store (for tools that read it directly).
     pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
+    }
+
+    /// The store's location, as given (for messages).
+    pub fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    /// Deletes every checkpoint and page of `task`, commit markers first, so
+    /// that a crash halfway leaves no recovery point behind. Returns the
+    /// number of objects deleted.
+    pub async fn delete_task(&self, task: &str) -> Result<usize, StoreError> {
+        self.check_task(task)?;
+        let mut deleted = 0;
+        for epoch in self.epochs(task).await? {
+            self.delete_epoch(task, epoch.epoch).await?;
+            deleted += 1;
+        }
+        let prefix = layout::pages(&self.root, task);
+        let pages: Vec<_> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| self.backend("list", &prefix, e))?;
+        for page in pages {
+            match self.store.delete(&page.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
+                Err(e) => return Err(self.backend("delete", &page.location, e)),
+            }
+        }
+        Ok(deleted)
     }
 
     /// The key prefix of this pipeline.
@@ -231,25 +284,68 @@ impl CheckpointStore {
         Ok(bytes)
     }
 
-    /// Stores a state page under its hash, unless it is already there.
-    pub async fn put_page(&self, hash: &Hash, bytes: Bytes) -> Result<PutOutcome, StoreError> {
-        self.put_new(&layout::page(&self.root, hash), bytes).await
+    /// Stores a state page of `task` under its hash, unless it is already
+    /// there.
+    pub async fn put_page(
+        &self,
+        task: &str,
+        hash: &Hash,
+        bytes: Bytes,
+    ) -> Result<PutOutcome, StoreError> {
+        self.check_task(task)?;
+        self.put_new(&layout::page(&self.root, task, hash), bytes)
+            .await
     }
 
     /// Reads a page and checks it against its name.
-    pub async fn get_page(&self, hash: &Hash) -> Result<Bytes, StoreError> {
-        self.get_verified(&layout::page(&self.root, hash), hash)
+    pub async fn get_page(&self, task: &str, hash: &Hash) -> Result<Bytes, StoreError> {
+        self.check_task(task)?;
+        self.get_verified(&layout::page(&self.root, task, hash), hash)
             .await
     }
 
     /// Whether a page exists (its content is not checked).
-    pub async fn has_page(&self, hash: &Hash) -> Result<bool, StoreError> {
-        let key = layout::page(&self.root, hash);
+    pub async fn has_page(&self, task: &str, hash: &Hash) -> Result<bool, StoreError> {
+        self.check_task(task)?;
+        let key = layout::page(&self.root, task, hash);
         match self.store.head(&key).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(self.backend("head", &key, e)),
         }
+    }
+
+    /// Deletes a page (absent is fine).
+    pub async fn delete_page(&self, task: &str, hash: &Hash) -> Result<(), StoreError> {
+        self.check_task(task)?;
+        let key = layout::page(&self.root, task, hash);
+        match self.store.delete(&key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.backend("delete", &key, e)),
+        }
+    }
+
+    /// Reads an epoch's manifest whether or not it is committed (for garbage
+    /// collection and inspection); `None` if there is none.
+    pub async fn read_manifest(
+        &self,
+        task: &str,
+        epoch: u64,
+    ) -> Result<Option<Manifest>, StoreError> {
+        self.check_task(task)?;
+        let key = layout::manifest(&self.root, task, epoch);
+        let bytes = match self.get(&key).await {
+            Ok(bytes) => bytes,
+            Err(StoreError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Manifest::decode(&bytes)
+            .map(Some)
+            .map_err(|source| StoreError::Format {
+                store: self.describe.clone(),
+                key: key.to_string(),
+                source,
+            })
     }
 
     /// Stores a component's bytes under their hash; returns the hash.

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{HasSelf, Instance, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -10,7 +10,8 @@ use super::OperatorError;
 use super::bindings::weir::operator::{host, types};
 use super::bindings::{Operator, OperatorPre};
 use super::guest_output::GuestOutput;
-use super::load::ComponentCache;
+use super::load::{ComponentCache, LoadedComponent};
+use super::state::PageBaseline;
 use crate::record::{BatchResult, Record};
 
 /// Resource limits of an instance.
@@ -76,8 +77,11 @@ fn guest_said(output: &str) -> String {
 pub struct HostState {
     operator: Arc<str>,
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub(super) table: ResourceTable,
     limiter: MemoryLimiter,
+    /// What the last capture (or the restore) saw, and what the current
+    /// capture receives.
+    pub(super) pages: PageBaseline,
 }
 
 impl WasiView for HostState {
@@ -135,20 +139,23 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
-/// The linker every operator is instantiated with: weir's host interface and
-/// WASI with no filesystem, network, environment or arguments granted.
+/// The linker every operator is instantiated with: weir's host interface,
+/// the snapshot receiver, and WASI with no filesystem, network, environment
+/// or arguments granted.
 pub fn new_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
     Operator::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
+    super::state::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 
 /// A component compiled, checked and linked; instantiate it once per task.
 pub struct PreparedOperator {
-    name: Arc<str>,
+    pub(super) name: Arc<str>,
     engine: Engine,
-    pre: OperatorPre<HostState>,
+    pub(super) pre: OperatorPre<HostState>,
+    pub(super) loaded: LoadedComponent,
     config: Vec<(String, String)>,
     limits: Limits,
 }
@@ -164,17 +171,20 @@ impl PreparedOperator {
         config: Vec<(String, String)>,
         limits: Limits,
     ) -> Result<PreparedOperator, OperatorError> {
-        let component: Component = cache.load(engine, name, path)?;
+        let loaded = cache.load(engine, name, path)?;
         let link_error = |e: wasmtime::Error| OperatorError::Link {
             operator: name.to_owned(),
             message: format!("{e:#}"),
         };
-        let instance_pre = linker.instantiate_pre(&component).map_err(link_error)?;
+        let instance_pre = linker
+            .instantiate_pre(&loaded.component)
+            .map_err(link_error)?;
         let pre = OperatorPre::new(instance_pre).map_err(link_error)?;
         Ok(PreparedOperator {
             name: name.into(),
             engine: engine.clone(),
             pre,
+            loaded,
             config,
             limits,
         })
@@ -185,8 +195,48 @@ impl PreparedOperator {
         &self.name
     }
 
+    /// The component as loaded (its original bytes and hash, its layout).
+    pub fn component(&self) -> &LoadedComponent {
+        &self.loaded
+    }
+
     /// A fresh instance, initialized with the operator's configuration.
     pub fn instantiate(&self) -> Result<OperatorInstance, OperatorError> {
+        let init_error = |message: String| OperatorError::Init {
+            operator: self.name.to_string(),
+            message,
+        };
+        let mut instance = self
+            .instantiate_bare()
+            .map_err(|e| init_error(format!("instantiation failed: {e:#}")))?;
+        instance
+            .store
+            .set_fuel(
+                self.limits
+                    .fuel_per_record
+                    .saturating_mul(INIT_FUEL_RECORDS),
+            )
+            .map_err(|e| init_error(format!("{e:#}")))?;
+        let result = instance
+            .bindings
+            .weir_operator_handler()
+            .call_init(&mut instance.store, &self.config);
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => return Err(init_error(message)),
+            Err(e) => {
+                return Err(init_error(format!(
+                    "trapped: {e:#}{}",
+                    guest_said(&instance.guest_output[1].tail())
+                )));
+            }
+        }
+        Ok(instance)
+    }
+
+    /// An instance on which nothing was called yet: the starting point of
+    /// both `init` and a restore.
+    pub(super) fn instantiate_bare(&self) -> wasmtime::Result<OperatorInstance> {
         let stdout = GuestOutput::new(self.name.clone(), "stdout");
         let stderr = GuestOutput::new(self.name.clone(), "stderr");
         let wasi = WasiCtx::builder()
@@ -201,40 +251,27 @@ impl PreparedOperator {
                 memory_bytes_max: self.limits.memory_bytes_max,
                 refused_bytes: None,
             },
+            pages: PageBaseline::default(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
-        let init_error = |message: String| OperatorError::Init {
-            operator: self.name.to_string(),
-            message,
-        };
-        store
-            .set_fuel(
-                self.limits
-                    .fuel_per_record
-                    .saturating_mul(INIT_FUEL_RECORDS),
-            )
-            .map_err(|e| init_error(format!("{e:#}")))?;
-        let bindings = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| init_error(format!("instantiation failed: {e:#}")))?;
-        let result = bindings
-            .weir_operator_handler()
-            .call_init(&mut store, &self.config);
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(message)) => return Err(init_error(message)),
-            Err(e) => {
-                return Err(init_error(format!(
-                    "trapped: {e:#}{}",
-                    guest_said(&stderr.tail())
-                )));
-            }
-        }
+        // Snapshot and restore pass whole memories between guest and host;
+        // wasmtime meters such copies (128 MiB by default).
+        store.set_hostcall_fuel(
+            usize::try_from(self.limits.memory_bytes_max.saturating_mul(2)).unwrap_or(usize::MAX),
+        );
+        // Instantiation runs the modules' start code under the init budget.
+        store.set_fuel(
+            self.limits
+                .fuel_per_record
+                .saturating_mul(INIT_FUEL_RECORDS),
+        )?;
+        let instance = self.pre.instance_pre().instantiate(&mut store)?;
+        let bindings = Operator::new(&mut store, &instance)?;
         Ok(OperatorInstance {
             name: self.name.clone(),
             store,
+            instance,
             bindings,
             limits: self.limits,
             guest_output: [stdout, stderr],
@@ -244,8 +281,9 @@ impl PreparedOperator {
 
 /// A running instance. After a [`Fault`] it must not be called again.
 pub struct OperatorInstance {
-    name: Arc<str>,
-    store: Store<HostState>,
+    pub(super) name: Arc<str>,
+    pub(super) store: Store<HostState>,
+    pub(super) instance: Instance,
     bindings: Operator,
     limits: Limits,
     guest_output: [GuestOutput; 2],

@@ -1,10 +1,15 @@
-//! Loading a component: read, recognise, compile (once, cached on disk),
-//! and check that it implements the operator world before anything runs.
+//! Loading a component: read, recognise, instrument for snapshots, compile
+//! (once, cached on disk), and check that it implements the operator world
+//! before anything runs.
 
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use wasmtime::Engine;
 use wasmtime::component::Component;
+use weir_snapshot::StateLayout;
+
+use crate::checkpoint::Hash;
 use wasmtime::component::types::ComponentItem;
 
 use super::OperatorError;
@@ -13,6 +18,20 @@ use super::OperatorError;
 pub const HANDLER_EXPORT: &str = "weir:operator/handler@0.1.0";
 const HANDLER_PREFIX: &str = "weir:operator/handler@";
 const HANDLER_FUNCS: [&str; 2] = ["init", "process"];
+
+/// A component ready to instantiate, with what checkpoints need of it.
+#[derive(Clone)]
+pub struct LoadedComponent {
+    /// The instrumented component, compiled.
+    pub component: Component,
+    /// Its memories, globals and imported resource types, in accessor order.
+    pub layout: StateLayout,
+    /// The component file's bytes, as the user built them (checkpoints store
+    /// these, so every checkpoint names its exact code).
+    pub original: Bytes,
+    /// blake3 of `original`.
+    pub hash: Hash,
+}
 
 /// Compiled components on disk, keyed by the hash of the component's bytes
 /// and of the engine's configuration, so an upgrade or a config change never
@@ -36,13 +55,15 @@ impl ComponentCache {
         dirs::cache_dir().map(|d| d.join("weir").join("components"))
     }
 
-    /// Reads, validates and compiles the component for operator `operator`.
+    /// Reads, validates, instruments and compiles the component for operator
+    /// `operator`. A component whose state cannot be captured faithfully is
+    /// refused here, with the reason.
     pub fn load(
         &self,
         engine: &Engine,
         operator: &str,
         path: &Path,
-    ) -> Result<Component, OperatorError> {
+    ) -> Result<LoadedComponent, OperatorError> {
         let fail = |message: String| OperatorError::Load {
             operator: operator.to_owned(),
             path: path.to_owned(),
@@ -60,11 +81,27 @@ impl ComponentCache {
         if !wasmparser::Parser::is_component(&bytes) {
             return Err(fail("not a WebAssembly component (the file does not start with the wasm magic bytes and component version)".into()));
         }
+        // Validate first, so that a broken component is reported as broken
+        // rather than as something the instrumentation refuses.
+        wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
+            .validate_all(&bytes)
+            .map_err(|e| fail(format!("invalid component: {e}")))?;
+        let instrumented = weir_snapshot::instrument(&bytes).map_err(|e| {
+            fail(format!(
+                "weir cannot checkpoint this component's state, so it refuses to run it: {e}"
+            ))
+        })?;
         let component = self
-            .compile(engine, &bytes)
+            .compile(engine, &instrumented.component)
             .map_err(|e| fail(format!("invalid component: {e:#}")))?;
         check_world(engine, &component).map_err(fail)?;
-        Ok(component)
+        let original = Bytes::from(bytes);
+        Ok(LoadedComponent {
+            component,
+            layout: instrumented.layout,
+            hash: Hash::of(&original),
+            original,
+        })
     }
 
     fn compile(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
@@ -136,7 +173,11 @@ fn check_world(engine: &Engine, component: &Component) -> Result<(), String> {
                  rebuild the operator against the WIT shipped with this weir (wit/operator.wit)"
             ));
         }
-        let names: Vec<&str> = exports.iter().map(|(n, _)| n.as_str()).collect();
+        let names: Vec<&str> = exports
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .filter(|n| *n != weir_snapshot::ACCESS_INSTANCE)
+            .collect();
         return Err(format!(
             "the component does not implement the weir operator world: it has no export `{HANDLER_EXPORT}` \
              (its exports: {}); build it against wit/operator.wit, world `operator`",

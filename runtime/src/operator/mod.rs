@@ -14,10 +14,12 @@ mod engine;
 mod guest_output;
 mod instance;
 mod load;
+mod state;
 
 pub use engine::new_engine;
 pub use instance::{Fault, Limits, OperatorInstance, PreparedOperator, new_linker};
-pub use load::{ComponentCache, HANDLER_EXPORT};
+pub use load::{ComponentCache, HANDLER_EXPORT, LoadedComponent};
+pub use state::CapturedState;
 
 use std::path::PathBuf;
 
@@ -49,6 +51,14 @@ pub enum OperatorError {
         /// The operator's name.
         operator: String,
         /// The operator's own message, or the trap.
+        message: String,
+    },
+    /// The instance's state could not be captured or restored.
+    #[error("operator `{operator}`: {message}")]
+    State {
+        /// The operator's name.
+        operator: String,
+        /// What failed.
         message: String,
     },
     /// A call to `process` failed; the instance is unusable afterwards.

@@ -2,7 +2,7 @@
 
 use crate::config::{Pipeline, SinkSpec, SourceSpec};
 use crate::operator::{ComponentCache, Limits, PreparedOperator, new_engine, new_linker};
-use crate::sink::{LineSink, NullSink, Sink};
+use crate::sink::{LineSink, NullSink, PartFileSink, Sink};
 use crate::source::{FileSource, GeneratorSource, Source};
 
 use super::PipelineError;
@@ -45,12 +45,29 @@ pub fn source(pipeline: &Pipeline) -> Result<Box<dyn Source>, PipelineError> {
     })
 }
 
-/// Opens every sink (file sinks are created or truncated).
-pub fn sinks(pipeline: &Pipeline) -> Result<Sinks, PipelineError> {
+/// Opens every sink. `committed` is the checkpoint the run resumes from
+/// (`None`: from the start): exactly-once sinks are brought in line with it,
+/// plain files are appended to instead of truncated. `from_scratch` also
+/// discards exactly-once sinks' earlier outputs.
+pub fn sinks(
+    pipeline: &Pipeline,
+    committed: Option<u64>,
+    from_scratch: bool,
+) -> Result<Sinks, PipelineError> {
     let mut entries: Vec<(String, Box<dyn Sink>)> = Vec::new();
     for (name, spec) in &pipeline.spec.sinks {
         let sink: Box<dyn Sink> = match spec {
-            SinkSpec::File { path } => Box::new(LineSink::create_file(name, path)?),
+            SinkSpec::File { path } => {
+                Box::new(LineSink::open_file(name, path, committed.is_none())?)
+            }
+            SinkSpec::Parts { dir, extension } => {
+                let mut sink = PartFileSink::open(name, dir, extension)?;
+                if from_scratch {
+                    sink.discard_all()?;
+                }
+                crate::sink::EpochSink::recover(&mut sink, committed.unwrap_or(0))?;
+                Box::new(sink)
+            }
             SinkSpec::Stdout => Box::new(LineSink::stdout(name)),
             SinkSpec::Null => Box::new(NullSink::new(name)),
         };

@@ -1,8 +1,9 @@
 //! The operator chain of a task: runs a batch through every operator in turn
 //! and routes outputs to the next operator or to sinks.
 
+use crate::checkpoint::OperatorState;
 use crate::config::MAIN_SINK;
-use crate::operator::{Fault, OperatorError, OperatorInstance, PreparedOperator};
+use crate::operator::{CapturedState, Fault, OperatorError, OperatorInstance, PreparedOperator};
 use crate::record::{Output, Position, Record};
 
 use super::PipelineError;
@@ -86,6 +87,37 @@ impl Chain {
             .map(PreparedOperator::instantiate)
             .collect::<Result<_, OperatorError>>()?;
         Ok(())
+    }
+
+    /// Replaces every instance with one restored from `states` (one per
+    /// operator, in order) and the bytes of their memories.
+    pub fn restore(
+        &mut self,
+        states: &[OperatorState],
+        memories: &[Vec<Vec<u8>>],
+    ) -> Result<(), PipelineError> {
+        self.instances = self
+            .prepared
+            .iter()
+            .zip(states.iter().zip(memories))
+            .map(|(prepared, (state, memories))| prepared.restore(state, memories))
+            .collect::<Result<_, OperatorError>>()?;
+        Ok(())
+    }
+
+    /// Captures every operator's state, in order.
+    pub fn capture(&mut self) -> Result<Vec<CapturedState>, PipelineError> {
+        Ok(self
+            .instances
+            .iter_mut()
+            .zip(&self.prepared)
+            .map(|(instance, prepared)| instance.capture(prepared))
+            .collect::<Result<_, OperatorError>>()?)
+    }
+
+    /// The operators as prepared (their components, for checkpoints).
+    pub fn prepared(&self) -> &[PreparedOperator] {
+        &self.prepared
     }
 
     /// Runs `records` (read at `positions`) through the chain. Outputs for

@@ -14,10 +14,12 @@
 
 mod build;
 mod chain;
+mod checkpointing;
 mod dead_letter;
 mod summary;
 mod task;
 
+pub use checkpointing::CheckpointSummary;
 pub use dead_letter::Origin;
 pub use summary::{OperatorStats, SinkStats, Summary};
 
@@ -35,16 +37,31 @@ pub struct RunOptions {
     /// Where compiled components are cached.
     pub cache: ComponentCache,
     /// Set to stop the run at the next batch boundary (outputs so far are
-    /// flushed and the summary says it stopped early).
+    /// checkpointed and published, and the summary says it stopped early).
     pub stop: Arc<AtomicBool>,
+    /// Discard the task's checkpoints and outputs and start from the
+    /// beginning of the input, instead of resuming.
+    pub from_scratch: bool,
 }
 
-/// Runs a pipeline to the end of its (bounded) source.
+/// The only task of a pipeline with one local source.
+const TASK: &str = "main";
+
+/// Runs a pipeline to the end of its (bounded) source, resuming from the
+/// newest checkpoint if there is one.
 pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<Summary, PipelineError> {
     let operators = build::operators(pipeline, &options.cache)?;
+    let (checkpointing, resume) = if pipeline.spec.checkpoint.enabled {
+        let (checkpointing, resume) =
+            checkpointing::Checkpointing::open(pipeline, TASK, options.from_scratch)?;
+        (Some(checkpointing), resume)
+    } else {
+        (None, None)
+    };
     let source = build::source(pipeline)?;
-    let sinks = build::sinks(pipeline)?;
-    task::Task::new(pipeline, operators, source, sinks)?.run(&options.stop)
+    let committed = resume.as_ref().map(|r| r.manifest.epoch);
+    let sinks = build::sinks(pipeline, committed, options.from_scratch)?;
+    task::Task::new(pipeline, operators, source, sinks, checkpointing, resume)?.run(&options.stop)
 }
 
 /// Checks a pipeline without running it: the file, the components and their
@@ -118,6 +135,15 @@ pub enum PipelineError {
         /// The sinks there are.
         known: String,
     },
+    /// The checkpoint store failed.
+    #[error(transparent)]
+    Store(#[from] crate::checkpoint::StoreError),
+    /// No checkpoint can be resumed from.
+    #[error(transparent)]
+    Recovery(#[from] crate::checkpoint::recovery::RecoveryError),
+    /// Checkpointing failed.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
     /// Replaying journaled input did not reproduce the operators' behaviour.
     #[error(
         "operator `{operator}` is not deterministic: replaying records it had processed before failed: {detail}"

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::checkpointing::CheckpointSummary;
+
 /// Counters of one run.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
@@ -26,6 +28,8 @@ pub struct Summary {
     pub recoveries: u64,
     /// Whether the run was stopped on request before its input ended.
     pub stopped_early: bool,
+    /// What checkpoints did (absent when they are disabled).
+    pub checkpoints: Option<CheckpointSummary>,
     /// Wall time of the run.
     #[serde(with = "duration_secs")]
     pub elapsed: Duration,
@@ -100,6 +104,25 @@ impl fmt::Display for Summary {
             "  dead letters: {}, recoveries by replay: {}",
             self.dead_letters, self.recoveries
         )?;
+        if let Some(c) = &self.checkpoints {
+            write!(f, "\n  checkpoints ({}): ", c.store)?;
+            if let Some(epoch) = c.resumed_from {
+                write!(f, "resumed from epoch {epoch}; ")?;
+            }
+            for (epoch, why) in &c.skipped {
+                write!(f, "skipped damaged epoch {epoch} ({why}); ")?;
+            }
+            write!(
+                f,
+                "{} committed, newest epoch {}, state {:.1} MiB, {:.1} MiB uploaded, longest pause {:.1} ms",
+                c.committed,
+                c.last_epoch
+                    .map_or_else(|| "none".to_owned(), |e| e.to_string()),
+                c.state_bytes as f64 / (1 << 20) as f64,
+                c.uploaded_bytes as f64 / (1 << 20) as f64,
+                c.max_pause_us as f64 / 1000.0
+            )?;
+        }
         if self.stopped_early {
             write!(f, "\n  stopped on request before the end of the input")?;
         }

@@ -4,7 +4,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use crate::checkpoint::recovery::Restorable;
 use crate::config::{ErrorPolicy, Pipeline};
+use crate::crashpoint;
 use crate::operator::PreparedOperator;
 use crate::record::{Malformed, Output, Position, SourceBatch};
 use crate::source::{ReadOutcome, Source};
@@ -12,6 +14,7 @@ use crate::source::{ReadOutcome, Source};
 use super::PipelineError;
 use super::build::Sinks;
 use super::chain::{Chain, ChainError, Rejected};
+use super::checkpointing::Checkpointing;
 use super::dead_letter::{self, Origin};
 use super::summary::{OperatorStats, SinkStats, Summary};
 
@@ -37,8 +40,12 @@ pub struct Task {
     source_name: String,
     sinks: Sinks,
     chain: Chain,
-    /// The source position that fresh instances correspond to.
+    /// The source position that the restore point's state corresponds to:
+    /// the start, or the newest checkpoint.
     restore_point: Position,
+    checkpointing: Option<Checkpointing>,
+    /// Records read before this run (from the checkpoint resumed from).
+    records_before: u64,
     fed: Vec<Fed>,
     buffers: Vec<Vec<Output>>,
     rejected: Vec<Rejected>,
@@ -49,11 +56,25 @@ impl Task {
     pub fn new(
         pipeline: &Pipeline,
         operators: Vec<PreparedOperator>,
-        source: Box<dyn Source>,
+        mut source: Box<dyn Source>,
         sinks: Sinks,
+        checkpointing: Option<Checkpointing>,
+        resume: Option<Restorable>,
     ) -> Result<Task, PipelineError> {
         let spec = &pipeline.spec;
-        let chain = Chain::new(operators, &sinks)?;
+        let mut chain = Chain::new(operators, &sinks)?;
+        let mut records_before = 0;
+        if let Some(resume) = &resume {
+            chain.restore(&resume.manifest.operators, &resume.memories)?;
+            source.seek(&resume.manifest.source_position)?;
+            records_before = resume.manifest.stats.records_in;
+            tracing::info!(
+                pipeline = %spec.name,
+                epoch = resume.manifest.epoch,
+                position = %resume.manifest.source_position,
+                "resumed from checkpoint"
+            );
+        }
         let dead_letter_sink = spec
             .errors
             .dead_letter_sink
@@ -82,6 +103,8 @@ impl Task {
             buffers: vec![Vec::new(); sinks.entries.len()],
             sinks,
             chain,
+            checkpointing,
+            records_before,
             fed: Vec::new(),
             rejected: Vec::new(),
             summary,
@@ -105,13 +128,30 @@ impl Task {
                 self.summary.records_in += batch.len() as u64;
                 self.process(&batch)?;
             }
-            match outcome {
-                ReadOutcome::More => {}
-                ReadOutcome::End => break,
-                ReadOutcome::Idle => std::thread::sleep(IDLE_WAIT),
-                ReadOutcome::Malformed(malformed) => self.malformed(malformed)?,
+            let ended = match outcome {
+                ReadOutcome::More => false,
+                ReadOutcome::End => true,
+                ReadOutcome::Idle => {
+                    std::thread::sleep(IDLE_WAIT);
+                    false
+                }
+                ReadOutcome::Malformed(malformed) => {
+                    self.malformed(malformed)?;
+                    false
+                }
+            };
+            if let Some(checkpointing) = &mut self.checkpointing {
+                checkpointing.note_records(batch.len() as u64);
+                checkpointing.poll(&mut self.sinks)?;
+                if checkpointing.due() {
+                    self.barrier()?;
+                }
+            }
+            if ended {
+                break;
             }
         }
+        self.finish_checkpoints()?;
         for (_, sink) in &mut self.sinks.entries {
             sink.flush()?;
         }
@@ -126,8 +166,48 @@ impl Task {
                 written: sink.written(),
             })
             .collect();
+        self.summary.checkpoints = self.checkpointing.as_ref().map(|c| c.summary().clone());
         tracing::info!(pipeline = %self.name, records = self.summary.records_in, "finished");
         Ok(self.summary)
+    }
+
+    /// Takes a checkpoint at the current batch boundary; it becomes the
+    /// restore point for faults.
+    fn barrier(&mut self) -> Result<(), PipelineError> {
+        let Some(checkpointing) = &mut self.checkpointing else {
+            return Ok(());
+        };
+        let position = self.source.position();
+        checkpointing.barrier(
+            &mut self.chain,
+            &mut self.sinks,
+            position.clone(),
+            self.records_before + self.summary.records_in,
+        )?;
+        self.restore_point = position;
+        self.fed.clear();
+        Ok(())
+    }
+
+    /// At the end of the input (or on a stop request): a last checkpoint for
+    /// what is not covered yet, then waits until every epoch is committed
+    /// and published.
+    fn finish_checkpoints(&mut self) -> Result<(), PipelineError> {
+        let pending = self
+            .checkpointing
+            .as_ref()
+            .is_some_and(Checkpointing::has_unsaved_records);
+        if pending {
+            // One upload at a time: let the previous one finish first.
+            if let Some(checkpointing) = &mut self.checkpointing {
+                checkpointing.finish(&mut self.sinks)?;
+            }
+            self.barrier()?;
+        }
+        if let Some(checkpointing) = &mut self.checkpointing {
+            checkpointing.finish(&mut self.sinks)?;
+        }
+        Ok(())
     }
 
     /// Processes one source batch; on a fault, isolates the record at fault.
@@ -135,7 +215,9 @@ impl Task {
         match self.run_chain(&batch.records, &batch.positions) {
             Ok(()) => {
                 self.fed.push(Fed::Batch(batch.len() as u32));
-                self.write()
+                self.write()?;
+                crashpoint::reached("after-sink-write");
+                Ok(())
             }
             Err(ChainError::Stop(e)) => Err(e),
             Err(ChainError::Fault { operator, fault }) => {
@@ -284,13 +366,21 @@ impl Task {
         self.rejected.clear();
     }
 
-    /// Rebuilds every operator instance and replays what was fed since the
-    /// restore point, outputs suppressed, so the instances hold exactly the
-    /// state they had before the fault. The source ends where it was.
+    /// Rebuilds every operator instance at the restore point (the newest
+    /// checkpoint, else fresh) and replays what was fed since, outputs
+    /// suppressed, so the instances hold exactly the state they had before
+    /// the fault. The source ends where it was.
     fn recover(&mut self) -> Result<(), PipelineError> {
         self.summary.recoveries += 1;
         let resume = self.source.position();
-        self.chain.rebuild()?;
+        let restore_point = match &mut self.checkpointing {
+            Some(checkpointing) => checkpointing.restore_point(&mut self.sinks)?,
+            None => None,
+        };
+        match restore_point {
+            Some((manifest, memories)) => self.chain.restore(&manifest.operators, &memories)?,
+            None => self.chain.rebuild()?,
+        }
         self.source.seek(&self.restore_point)?;
         let mut batch = SourceBatch::default();
         for fed in self.fed.clone() {

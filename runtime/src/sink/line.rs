@@ -18,6 +18,12 @@ pub struct LineSink<W: Write + Send> {
 impl LineSink<File> {
     /// Creates (or truncates) the file, and its directory if missing.
     pub fn create_file(name: &str, path: &Path) -> Result<LineSink<File>, SinkError> {
+        LineSink::open_file(name, path, true)
+    }
+
+    /// Opens the file for appending (creating it and its directory if
+    /// missing); with `truncate`, empties it first.
+    pub fn open_file(name: &str, path: &Path, truncate: bool) -> Result<LineSink<File>, SinkError> {
         let describe = format!("sink {name} (file {})", path.display());
         let io = |operation, error| SinkError::Io {
             sink: describe.clone(),
@@ -27,7 +33,13 @@ impl LineSink<File> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| io("create directory", e))?;
         }
-        let file = File::create(path).map_err(|e| io("create", e))?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(!truncate)
+            .write(true)
+            .truncate(truncate)
+            .open(path)
+            .map_err(|e| io("open", e))?;
         Ok(LineSink::new(describe, file))
     }
 }

@@ -42,6 +42,11 @@ pub trait Sink: Send {
 
     /// Outputs accepted so far.
     fn written(&self) -> u64;
+
+    /// The sink's part in checkpoints, if it takes part (exactly-once).
+    fn as_epoch_sink(&mut self) -> Option<&mut dyn EpochSink> {
+        None
+    }
 }
 
 /// A sink that takes part in checkpoints, for exactly-once output.
@@ -120,5 +125,9 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
 
     fn written(&self) -> u64 {
         (**self).written()
+    }
+
+    fn as_epoch_sink(&mut self) -> Option<&mut dyn EpochSink> {
+        (**self).as_epoch_sink()
     }
 }

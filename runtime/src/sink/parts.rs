@@ -94,6 +94,21 @@ impl PartFileSink {
         Ok(epochs)
     }
 
+    /// Deletes every part and everything staged: the sink's directory is as
+    /// if nothing had ever been written (a run from scratch).
+    pub fn discard_all(&mut self) -> Result<(), SinkError> {
+        self.in_progress = None;
+        for epoch in self.published_epochs()? {
+            fs::remove_file(self.part(epoch)).map_err(|e| self.io("discard part", e))?;
+        }
+        for entry in fs::read_dir(self.staging()).map_err(|e| self.io("list", e))? {
+            let entry = entry.map_err(|e| self.io("list", e))?;
+            fs::remove_file(entry.path()).map_err(|e| self.io("discard staged file", e))?;
+        }
+        self.sync_dir(&self.dir)?;
+        self.sync_dir(&self.staging())
+    }
+
     /// Epochs with a published part, in order.
     pub fn published_epochs(&self) -> Result<Vec<u64>, SinkError> {
         let mut epochs = Vec::new();
@@ -147,6 +162,10 @@ impl Sink for PartFileSink {
 
     fn written(&self) -> u64 {
         self.written
+    }
+
+    fn as_epoch_sink(&mut self) -> Option<&mut dyn EpochSink> {
+        Some(self)
     }
 }
 

@@ -1,0 +1,58 @@
+//! Named points where crash tests kill weir, for real.
+//!
+//! A timer in a test cannot reliably hit the narrow windows that matter
+//! (between a manifest and its commit marker, between a commit and the
+//! publication of outputs). With `WEIR_CRASH_AT=<point>:<n>` in its
+//! environment, weir sends itself SIGKILL the `n`th time it reaches `point`
+//! — the same signal `kill -9` sends, so nothing is flushed or cleaned up.
+//! Without the variable this costs one relaxed atomic load per point.
+//!
+//! Points: `after-sink-write` (a batch's outputs were handed to the sinks),
+//! `during-page-upload` (the first page of an epoch is stored, others are
+//! not), `before-commit` (the manifest is stored, the marker is not),
+//! `after-commit` (the marker is stored, outputs are not published),
+//! `during-publish` (some sinks published the epoch, others not yet).
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The environment variable that arms a crash point.
+pub const ENV: &str = "WEIR_CRASH_AT";
+
+struct Armed {
+    point: String,
+    remaining: AtomicU64,
+}
+
+fn armed() -> Option<&'static Armed> {
+    static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
+    ARMED
+        .get_or_init(|| {
+            let value = std::env::var(ENV).ok()?;
+            let (point, n) = value.rsplit_once(':').unwrap_or((&value, "1"));
+            let n = n.parse::<u64>().ok().filter(|&n| n > 0).unwrap_or(1);
+            Some(Armed {
+                point: point.to_owned(),
+                remaining: AtomicU64::new(n),
+            })
+        })
+        .as_ref()
+}
+
+/// Kills the process if `point` is armed and this is its `n`th arrival.
+pub fn reached(point: &str) {
+    let Some(armed) = armed() else {
+        return;
+    };
+    if armed.point != point || armed.remaining.fetch_sub(1, Ordering::SeqCst) != 1 {
+        return;
+    }
+    tracing::warn!("{ENV}: crashing at `{point}` with SIGKILL");
+    let pid = std::process::id().to_string();
+    // `kill` delivers SIGKILL while we wait for it, so nothing after this
+    // line runs; without a `kill` command, abort (no cleanup either).
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status();
+    std::process::abort();
+}

@@ -1,0 +1,321 @@
+//! Capturing and restoring the complete state of an instance, through the
+//! accessors `weir-snapshot` adds to every component at load time.
+//!
+//! A capture runs between two calls of the guest: for each memory, the
+//! guest's `snapshot-memory{k}` hands the host the whole memory in place (no
+//! copy, no write to the guest); the host hashes it page by page and keeps
+//! only the pages whose content the previous capture did not have. Globals
+//! are read by value. A restore instantiates the component afresh (no
+//! `init`), writes every memory and global, and leaves the instance exactly
+//! as the captured one was.
+
+use std::collections::HashSet;
+
+use bytes::Bytes;
+use wasmtime::StoreContextMut;
+use wasmtime::component::{ComponentExportIndex, Linker, WasmList};
+use weir_snapshot::{ACCESS_INSTANCE, GlobalType, HOST_INSTANCE, PUT_MEMORY};
+
+use super::OperatorError;
+use super::instance::{HostState, OperatorInstance, PreparedOperator};
+use crate::checkpoint::{GlobalState, Hash, HeldHandle, MemoryState, OperatorState, PAGE_BYTES};
+
+/// The state of one instance, as a checkpoint stores it.
+#[derive(Debug, Clone)]
+pub struct CapturedState {
+    /// Memories (as page hashes), globals and held handles. `name` and
+    /// `component` are filled in.
+    pub state: OperatorState,
+    /// The pages whose content was not in the previous capture or restore,
+    /// each once.
+    pub fresh_pages: Vec<(Hash, Bytes)>,
+}
+
+/// Per-store record of page hashes, so a capture only copies what changed.
+#[derive(Debug, Default)]
+pub struct PageBaseline {
+    /// Page hashes of each memory at the last capture or restore.
+    known: Vec<Vec<Hash>>,
+    /// Filled by `put-memory` during a capture.
+    received: Vec<Option<ReceivedMemory>>,
+}
+
+#[derive(Debug)]
+struct ReceivedMemory {
+    size_bytes: u64,
+    pages: Vec<Hash>,
+    fresh: Vec<(Hash, Bytes)>,
+}
+
+/// Registers the host side of the snapshot protocol: `put-memory`.
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.instance(HOST_INSTANCE)?.func_wrap(
+        PUT_MEMORY,
+        |mut cx: StoreContextMut<'_, HostState>, (index, data): (u32, WasmList<u8>)| {
+            let index = index as usize;
+            let received = {
+                let bytes = data.as_le_slice(&cx);
+                let known = cx
+                    .data()
+                    .pages
+                    .known
+                    .get(index)
+                    .map_or(&[][..], Vec::as_slice);
+                diff_pages(bytes, known)
+            };
+            let received_slots = &mut cx.data_mut().pages.received;
+            if received_slots.len() <= index {
+                received_slots.resize_with(index + 1, || None);
+            }
+            received_slots[index] = Some(received);
+            Ok(())
+        },
+    )
+}
+
+/// Hashes `memory` page by page; copies the pages that differ from `known`.
+fn diff_pages(memory: &[u8], known: &[Hash]) -> ReceivedMemory {
+    let mut pages = Vec::with_capacity(memory.len() / PAGE_BYTES);
+    let mut fresh = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, page) in memory.chunks(PAGE_BYTES).enumerate() {
+        let hash = Hash::of(page);
+        if known.get(i) != Some(&hash) && seen.insert(hash) {
+            fresh.push((hash, Bytes::copy_from_slice(page)));
+        }
+        pages.push(hash);
+    }
+    ReceivedMemory {
+        size_bytes: memory.len() as u64,
+        pages,
+        fresh,
+    }
+}
+
+/// Why a capture or restore failed.
+fn failure(operator: &str, what: &str, message: impl std::fmt::Display) -> OperatorError {
+    OperatorError::State {
+        operator: operator.to_owned(),
+        message: format!("{what}: {message}"),
+    }
+}
+
+impl OperatorInstance {
+    /// Captures the instance's complete state. Call only between calls of
+    /// the guest; the guest is not changed in any way.
+    pub fn capture(&mut self, prepared: &PreparedOperator) -> Result<CapturedState, OperatorError> {
+        let name = self.name.clone();
+        let fail = |message: String| failure(&name, "cannot capture state", message);
+        let layout = &prepared.loaded.layout;
+        let handles = self.held_handles().map_err(&fail)?;
+        // The accessors are a handful of instructions; they must not be
+        // stopped by whatever fuel the last batch left.
+        self.store
+            .set_fuel(u64::MAX)
+            .map_err(|e| fail(format!("{e:#}")))?;
+        self.store.data_mut().pages.received.clear();
+        let mut memories = Vec::with_capacity(layout.memories.len());
+        let mut fresh_pages = Vec::new();
+        let mut known = Vec::with_capacity(layout.memories.len());
+        for memory in &layout.memories {
+            let index = self.accessor(&memory.snapshot_func()).map_err(&fail)?;
+            let func = self
+                .instance
+                .get_typed_func::<(), ()>(&mut self.store, index)
+                .map_err(|e| fail(format!("{e:#}")))?;
+            func.call(&mut self.store, ())
+                .map_err(|e| fail(format!("{}: {e:#}", memory.snapshot_func())))?;
+            let received = self
+                .store
+                .data_mut()
+                .pages
+                .received
+                .get_mut(memory.k as usize)
+                .and_then(Option::take)
+                .ok_or_else(|| fail(format!("memory {} was not handed over", memory.k)))?;
+            memories.push(MemoryState {
+                size_bytes: received.size_bytes,
+                page_bytes: PAGE_BYTES as u32,
+                pages: received.pages.clone(),
+            });
+            fresh_pages.extend(received.fresh);
+            known.push(received.pages);
+        }
+        let mut globals = Vec::with_capacity(layout.globals.len());
+        for global in &layout.globals {
+            let index = self.accessor(&global.get_func()).map_err(&fail)?;
+            let bits = if global.ty.is_64() {
+                let func = self
+                    .instance
+                    .get_typed_func::<(), (u64,)>(&mut self.store, index)
+                    .map_err(|e| fail(format!("{e:#}")))?;
+                func.call(&mut self.store, ())
+                    .map_err(|e| fail(format!("{e:#}")))?
+                    .0
+            } else {
+                let func = self
+                    .instance
+                    .get_typed_func::<(), (u32,)>(&mut self.store, index)
+                    .map_err(|e| fail(format!("{e:#}")))?;
+                u64::from(
+                    func.call(&mut self.store, ())
+                        .map_err(|e| fail(format!("{e:#}")))?
+                        .0,
+                )
+            };
+            globals.push(global_state(global.ty, bits));
+        }
+        // Pages seen in another memory of this capture count once.
+        let mut seen = HashSet::new();
+        fresh_pages.retain(|(hash, _)| seen.insert(*hash));
+        self.store.data_mut().pages.known = known;
+        Ok(CapturedState {
+            state: OperatorState {
+                name: prepared.name.to_string(),
+                component: prepared.loaded.hash,
+                memories,
+                globals,
+                handles,
+            },
+            fresh_pages,
+        })
+    }
+
+    fn accessor(&mut self, name: &str) -> Result<ComponentExportIndex, String> {
+        let access = self
+            .instance
+            .get_export_index(&mut self.store, None, ACCESS_INSTANCE)
+            .ok_or_else(|| format!("the component lacks `{ACCESS_INSTANCE}`"))?;
+        self.instance
+            .get_export_index(&mut self.store, Some(&access), name)
+            .ok_or_else(|| format!("the component lacks `{ACCESS_INSTANCE}#{name}`"))
+    }
+
+    /// The WASI handles the guest holds between calls, if weir can recreate
+    /// them; otherwise an error saying what it holds.
+    fn held_handles(&mut self) -> Result<Vec<HeldHandle>, String> {
+        if self.store.data().table.is_empty() {
+            return Ok(Vec::new());
+        }
+        Err(
+            "the guest holds WASI resources between calls (for example the stdout stream \
+             after printing), which a restored instance would not have; log through weir's \
+             `host.log` instead of printing"
+                .into(),
+        )
+    }
+}
+
+fn global_state(ty: GlobalType, bits: u64) -> GlobalState {
+    match ty {
+        GlobalType::I32 => GlobalState::I32(bits as u32),
+        GlobalType::I64 => GlobalState::I64(bits),
+        GlobalType::F32 => GlobalState::F32(bits as u32),
+        GlobalType::F64 => GlobalState::F64(bits),
+    }
+}
+
+fn global_bits(global: GlobalState) -> (GlobalType, u64) {
+    match global {
+        GlobalState::I32(b) => (GlobalType::I32, u64::from(b)),
+        GlobalState::I64(b) => (GlobalType::I64, b),
+        GlobalState::F32(b) => (GlobalType::F32, u64::from(b)),
+        GlobalState::F64(b) => (GlobalType::F64, b),
+    }
+}
+
+impl PreparedOperator {
+    /// A new instance in exactly the state `state` describes. `memories`
+    /// holds the bytes of each memory of `state`, in order (the caller
+    /// fetched and verified its pages).
+    pub fn restore(
+        &self,
+        state: &OperatorState,
+        memories: &[Vec<u8>],
+    ) -> Result<OperatorInstance, OperatorError> {
+        let fail = |message: String| failure(&self.name, "cannot restore state", message);
+        let layout = &self.loaded.layout;
+        if state.component != self.loaded.hash {
+            return Err(fail(format!(
+                "the checkpoint was taken with component {}, but the pipeline now runs {}",
+                state.component, self.loaded.hash
+            )));
+        }
+        if state.memories.len() != layout.memories.len()
+            || memories.len() != layout.memories.len()
+            || state.globals.len() != layout.globals.len()
+        {
+            return Err(fail(format!(
+                "the checkpoint has {} memories and {} globals, the component {} and {}",
+                state.memories.len(),
+                state.globals.len(),
+                layout.memories.len(),
+                layout.globals.len()
+            )));
+        }
+        if !state.handles.is_empty() {
+            return Err(fail(
+                "the checkpoint holds WASI handles, which this weir cannot recreate".into(),
+            ));
+        }
+        let mut instance = self
+            .instantiate_bare()
+            .map_err(|e| fail(format!("instantiation failed: {e:#}")))?;
+        instance
+            .store
+            .set_fuel(u64::MAX)
+            .map_err(|e| fail(format!("{e:#}")))?;
+        for (memory, bytes) in layout.memories.iter().zip(memories) {
+            let index = instance.accessor(&memory.restore_func()).map_err(&fail)?;
+            let func = instance
+                .instance
+                .get_typed_func::<(&[u8],), ()>(&mut instance.store, index)
+                .map_err(|e| fail(format!("{e:#}")))?;
+            func.call(&mut instance.store, (bytes.as_slice(),))
+                .map_err(|e| fail(format!("memory {}: {e:#}", memory.k)))?;
+        }
+        for (global, value) in layout.globals.iter().zip(&state.globals) {
+            let (ty, bits) = global_bits(*value);
+            if ty != global.ty {
+                return Err(fail(format!(
+                    "global {} is {:?} in the checkpoint but {:?} in the component",
+                    global.k, ty, global.ty
+                )));
+            }
+            let index = instance.accessor(&global.set_func()).map_err(&fail)?;
+            let result = if ty.is_64() {
+                instance
+                    .instance
+                    .get_typed_func::<(u64,), ()>(&mut instance.store, index)
+                    .and_then(|f| f.call(&mut instance.store, (bits,)))
+            } else {
+                instance
+                    .instance
+                    .get_typed_func::<(u32,), ()>(&mut instance.store, index)
+                    .and_then(|f| f.call(&mut instance.store, (bits as u32,)))
+            };
+            result.map_err(|e| fail(format!("global {}: {e:#}", global.k)))?;
+        }
+        instance.store.data_mut().pages.known =
+            state.memories.iter().map(|m| m.pages.clone()).collect();
+        Ok(instance)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_changed_pages_are_fresh_and_each_once() {
+        let mut memory = vec![0u8; 4 * PAGE_BYTES];
+        let first = diff_pages(&memory, &[]);
+        assert_eq!(first.pages.len(), 4);
+        assert_eq!(first.fresh.len(), 1, "four zero pages are one object");
+        memory[2 * PAGE_BYTES + 7] = 1;
+        let second = diff_pages(&memory, &first.pages);
+        assert_eq!(second.fresh.len(), 1);
+        assert_eq!(second.fresh[0].0, second.pages[2]);
+        assert_eq!(second.size_bytes, 4 * PAGE_BYTES as u64);
+    }
+}

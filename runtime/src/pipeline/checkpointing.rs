@@ -1,0 +1,312 @@
+//! Barriers of one task: when to take a checkpoint, what goes into it, and
+//! when the sinks may publish an epoch.
+//!
+//! At a barrier (between batches, so every operator is quiescent) the task
+//! 1. makes each exactly-once sink's outputs of the epoch durable
+//!    (`prepare`), and flushes the others;
+//! 2. captures every operator's state: only this step pauses processing;
+//! 3. hands the epoch to the [`Uploader`] and goes on processing.
+//!
+//! When the uploader reports the epoch committed, the sinks publish it.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::checkpoint::recovery::{self, MemoryImages, Restorable};
+use crate::checkpoint::uploader::{EpochUpload, UploadEvent, Uploader};
+use crate::checkpoint::{CheckpointStore, EpochStats, FORMAT_VERSION, Manifest};
+use crate::config::{CheckpointSpec, Pipeline};
+use crate::crashpoint;
+use crate::record::Position;
+
+use super::PipelineError;
+use super::build::Sinks;
+use super::chain::Chain;
+
+/// What checkpoints did in a run, for the summary.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckpointSummary {
+    /// Where checkpoints are stored.
+    pub store: String,
+    /// The epoch this run resumed from, if any.
+    pub resumed_from: Option<u64>,
+    /// Newer committed epochs that could not be restored, with why.
+    pub skipped: Vec<(u64, String)>,
+    /// Checkpoints committed in this run.
+    pub committed: u64,
+    /// The newest committed epoch.
+    pub last_epoch: Option<u64>,
+    /// Longest pause of the operators for a capture, in microseconds.
+    pub max_pause_us: u64,
+    /// State size at the newest checkpoint, in bytes.
+    pub state_bytes: u64,
+    /// Page bytes uploaded in this run.
+    pub uploaded_bytes: u64,
+    /// Digest of the operators' state at the newest checkpoint (equal
+    /// digests, equal states).
+    pub state_hash: Option<String>,
+}
+
+/// The checkpoint side of a task.
+pub struct Checkpointing {
+    task: String,
+    pipeline: String,
+    spec: CheckpointSpec,
+    store: CheckpointStore,
+    uploader: Uploader,
+    /// For the occasional synchronous read (restoring after a fault).
+    runtime: tokio::runtime::Runtime,
+    next_epoch: u64,
+    /// The newest captured epoch: the state fault recovery returns to.
+    captured: Option<Manifest>,
+    published: u64,
+    components_stored: bool,
+    records_since_barrier: u64,
+    last_barrier: Instant,
+    summary: CheckpointSummary,
+}
+
+impl Checkpointing {
+    /// Opens the task's checkpoints and finds the one to resume from.
+    /// `from_scratch` first deletes every checkpoint of the task.
+    pub fn open(
+        pipeline: &Pipeline,
+        task: &str,
+        from_scratch: bool,
+    ) -> Result<(Checkpointing, Option<Restorable>), PipelineError> {
+        let spec = pipeline.spec.checkpoint.clone();
+        let store = CheckpointStore::open(&spec.store, &pipeline.spec.name)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| PipelineError::Checkpoint(format!("cannot start I/O runtime: {e}")))?;
+        let restorable = runtime.block_on(async {
+            if from_scratch {
+                let deleted = store.delete_task(task).await?;
+                if deleted > 0 {
+                    tracing::warn!(
+                        task,
+                        store = store.describe(),
+                        "--from-scratch: deleted {deleted} checkpoint objects"
+                    );
+                }
+                Ok(None)
+            } else {
+                recovery::newest_restorable(&store, task).await
+            }
+        })?;
+        let newest_existing = runtime
+            .block_on(store.epochs(task))?
+            .last()
+            .map_or(0, |e| e.epoch);
+        let uploader = Uploader::spawn(store.clone(), task.to_owned(), spec.keep as usize)
+            .map_err(|e| {
+                PipelineError::Checkpoint(format!("cannot start the upload thread: {e}"))
+            })?;
+        let summary = CheckpointSummary {
+            store: spec.store.clone(),
+            resumed_from: restorable.as_ref().map(|r| r.manifest.epoch),
+            skipped: restorable
+                .as_ref()
+                .map(|r| r.skipped.clone())
+                .unwrap_or_default(),
+            last_epoch: restorable.as_ref().map(|r| r.manifest.epoch),
+            state_bytes: restorable
+                .as_ref()
+                .map_or(0, |r| r.manifest.stats.state_bytes),
+            state_hash: restorable
+                .as_ref()
+                .map(|r| r.manifest.state_hash().to_string()),
+            ..CheckpointSummary::default()
+        };
+        let checkpointing = Checkpointing {
+            task: task.to_owned(),
+            pipeline: pipeline.spec.name.clone(),
+            spec,
+            store,
+            uploader,
+            runtime,
+            // Never reuse the number of an epoch a crashed run left behind.
+            next_epoch: newest_existing + 1,
+            captured: restorable.as_ref().map(|r| r.manifest.clone()),
+            published: restorable.as_ref().map_or(0, |r| r.manifest.epoch),
+            components_stored: false,
+            records_since_barrier: 0,
+            last_barrier: Instant::now(),
+            summary,
+        };
+        Ok((checkpointing, restorable))
+    }
+
+    /// Counts records read since the last barrier.
+    pub fn note_records(&mut self, n: u64) {
+        self.records_since_barrier += n;
+    }
+
+    /// Whether a barrier is due. While the previous epoch is still being
+    /// uploaded the next one waits (one upload in flight, as Flink's default
+    /// of one concurrent checkpoint).
+    pub fn due(&self) -> bool {
+        if self.records_since_barrier == 0 || self.uploader.in_flight() > 0 {
+            return false;
+        }
+        let by_records = self.spec.interval_records > 0
+            && self.records_since_barrier >= self.spec.interval_records;
+        let by_time = self.spec.interval_ms > 0
+            && self.last_barrier.elapsed().as_millis() >= u128::from(self.spec.interval_ms);
+        by_records || by_time
+    }
+
+    /// Whether records arrived since the last barrier.
+    pub fn has_unsaved_records(&self) -> bool {
+        self.records_since_barrier > 0
+    }
+
+    /// Takes a barrier: prepares the sinks, captures the chain, hands the
+    /// epoch to the uploader.
+    pub fn barrier(
+        &mut self,
+        chain: &mut Chain,
+        sinks: &mut Sinks,
+        position: Position,
+        records_in: u64,
+    ) -> Result<(), PipelineError> {
+        let epoch = self.next_epoch;
+        for (_, sink) in &mut sinks.entries {
+            sink.flush()?;
+            if let Some(epoch_sink) = sink.as_epoch_sink() {
+                epoch_sink.prepare(epoch)?;
+            }
+        }
+        let paused = Instant::now();
+        let captured = chain.capture()?;
+        let capture_pause_us = paused.elapsed().as_micros() as u64;
+        let mut fresh_pages = Vec::new();
+        let mut operators = Vec::with_capacity(captured.len());
+        for state in captured {
+            fresh_pages.extend(state.fresh_pages);
+            operators.push(state.state);
+        }
+        let state_bytes = operators
+            .iter()
+            .flat_map(|op| &op.memories)
+            .map(|m| m.size_bytes)
+            .sum();
+        let manifest = Manifest {
+            format_version: FORMAT_VERSION,
+            pipeline: self.pipeline.clone(),
+            task: self.task.clone(),
+            epoch,
+            created_unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            source_position: position,
+            operators,
+            stats: EpochStats {
+                capture_pause_us,
+                state_bytes,
+                new_bytes: 0,
+                upload_us: 0,
+                records_in,
+            },
+        };
+        let components = if self.components_stored {
+            Vec::new()
+        } else {
+            self.components_stored = true;
+            chain
+                .prepared()
+                .iter()
+                .map(|p| p.component().original.clone())
+                .collect()
+        };
+        tracing::debug!(
+            task = %self.task,
+            epoch,
+            pause_us = capture_pause_us,
+            fresh_pages = fresh_pages.len(),
+            "barrier"
+        );
+        self.uploader.submit(EpochUpload {
+            manifest: manifest.clone(),
+            fresh_pages,
+            components,
+        });
+        self.summary.max_pause_us = self.summary.max_pause_us.max(capture_pause_us);
+        self.captured = Some(manifest);
+        self.next_epoch += 1;
+        self.records_since_barrier = 0;
+        self.last_barrier = Instant::now();
+        Ok(())
+    }
+
+    /// Publishes the epochs the uploader committed since the last call.
+    pub fn poll(&mut self, sinks: &mut Sinks) -> Result<(), PipelineError> {
+        let events = self.uploader.poll();
+        self.apply(events, sinks)
+    }
+
+    /// Waits for every epoch handed over and publishes it.
+    pub fn finish(&mut self, sinks: &mut Sinks) -> Result<(), PipelineError> {
+        let events = self.uploader.drain();
+        self.apply(events, sinks)
+    }
+
+    fn apply(&mut self, events: Vec<UploadEvent>, sinks: &mut Sinks) -> Result<(), PipelineError> {
+        for event in events {
+            match event {
+                UploadEvent::Committed(manifest) => {
+                    self.publish(sinks, manifest.epoch)?;
+                    self.summary.committed += 1;
+                    self.summary.last_epoch = Some(manifest.epoch);
+                    self.summary.uploaded_bytes += manifest.stats.new_bytes;
+                    self.summary.state_bytes = manifest.stats.state_bytes;
+                    self.summary.state_hash = Some(manifest.state_hash().to_string());
+                }
+                UploadEvent::Failed { epoch, error } => {
+                    return Err(PipelineError::Checkpoint(format!(
+                        "epoch {epoch} could not be stored, so it is not committed and its outputs stay unpublished: {error}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn publish(&mut self, sinks: &mut Sinks, committed: u64) -> Result<(), PipelineError> {
+        for epoch in self.published + 1..=committed {
+            for (_, sink) in &mut sinks.entries {
+                if let Some(epoch_sink) = sink.as_epoch_sink() {
+                    epoch_sink.publish(epoch)?;
+                    crashpoint::reached("during-publish");
+                }
+            }
+        }
+        self.published = self.published.max(committed);
+        Ok(())
+    }
+
+    /// The newest captured state with its memories, once it is stored: what
+    /// a task returns to after an operator fault. `None` before the first
+    /// checkpoint (fresh instances are the restore point then).
+    pub fn restore_point(
+        &mut self,
+        sinks: &mut Sinks,
+    ) -> Result<Option<(Manifest, MemoryImages)>, PipelineError> {
+        let events = self.uploader.drain();
+        self.apply(events, sinks)?;
+        let Some(manifest) = self.captured.clone() else {
+            return Ok(None);
+        };
+        let memories = self
+            .runtime
+            .block_on(recovery::fetch_memories(&self.store, &manifest))?;
+        Ok(Some((manifest, memories)))
+    }
+
+    /// What checkpoints did so far.
+    pub fn summary(&self) -> &CheckpointSummary {
+        &self.summary
+    }
+}
