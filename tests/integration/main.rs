@@ -7,4 +7,5 @@ mod bad_input;
 mod checkpoint_format;
 mod cli;
 mod conformance;
+mod crash;
 mod examples;

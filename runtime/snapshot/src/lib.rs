@@ -164,38 +164,41 @@
 //! host compares that sequence between the original and the rebuilt
 //! instance to verify the rebuild.
 //!
-//! ## The host protocol for WASI (tested in `tests/rust_guest.rs`)
+//! ## The host protocol for WASI (module `wasi`, feature `wasi`)
 //!
-//! The reference implementation is in `tests/common/mod.rs`:
+//! The `wasi` module implements it for any store data that implements
+//! `wasi::JournalHost` (tested in `tests/rust_guest.rs`):
 //!
-//! 1. *Journal.* The host's linker shadows wasmtime-wasi's `get-stdin`,
-//!    `get-stdout`, `get-stderr` and the two stream `subscribe` methods with
-//!    versions that do the same and also append to a per-instance journal
-//!    (`stdout`, `pollable of entry 0`, ...), with the resource's rep.
-//! 2. *Check at checkpoint.* Every live entry of the WASI `ResourceTable`
-//!    must be a journaled one; otherwise the host refuses to checkpoint
-//!    ("the guest holds 3 WASI resources but only 2 of them ... can be
-//!    recreated"). This is also the reliable detection on its own: a host
-//!    without a journal refuses unless the table is empty
-//!    (`ResourceTable::is_empty`, which also ignores the tombstones debug
-//!    builds of wasmtime leave). The journal is stored with the snapshot.
-//! 3. *Rebuild before restoring.* In the fresh instance, for each journal
-//!    entry in order, create the equivalent host resource (a new stdout
-//!    stream, `subscribe` on the rebuilt stream) and `adopt-resource` it;
-//!    the indices come out identical. Optionally compare
-//!    the probe sequence with the original's. Then restore memories and
-//!    globals.
+//! 1. *Journal* (`wasi::add_journaling`). The host's linker shadows
+//!    wasmtime-wasi's `get-stdin`, `get-stdout`, `get-stderr` and the two
+//!    stream `subscribe` methods with versions that do the same and also
+//!    append to a per-store journal (`stdout`, `pollable of entry 0`, ...),
+//!    with the resource's rep.
+//! 2. *Check at checkpoint* (`wasi::check_handles`). Every live entry of
+//!    the WASI `ResourceTable` must be a journaled one the guest still
+//!    holds; otherwise the host refuses to checkpoint ("the guest holds 3
+//!    WASI resources but only 2 of them ... can be recreated"). A host
+//!    without a journal can still detect the hazard: it refuses unless the
+//!    table is empty (`ResourceTable::is_empty`). The journal is stored
+//!    with the snapshot.
+//! 3. *Rebuild before restoring* (`wasi::rebuild_handles`). In the fresh
+//!    instance, for each journal entry in order, create the equivalent host
+//!    resource (a new stdout stream, `subscribe` on the rebuilt stream) and
+//!    `adopt-resource` it; the indices come out identical. Optionally
+//!    compare the probe sequence (`wasi::probe_handles`) with the
+//!    original's. Then restore memories and globals.
 //!
 //! Tested: a Rust component prints to stdout and stderr, is snapshotted,
 //! rebuilt and restored; it prints again (into the new instance's
 //! streams), continues, and ends with memory byte-identical to an instance
 //! that was never interrupted. Caveats: the journal covers what wasi-libc
 //! keeps (stdio streams and their pollables); a guest holding anything else
-//! (files, sockets, clocks' pollables) is refused, not rebuilt. Host
+//! (files, sockets, clocks' pollables) is refused, not rebuilt, and so is
+//! one that dropped a journaled handle (the hole it left is not recorded). Host
 //! streams must be deterministic: wasmtime-wasi's `MemoryOutputPipe`
 //! grants a `check-write` budget that shrinks as it fills, which leaks into
 //! the guest's (dead) stack bytes; a restored instance writing into a new
-//! pipe then differs in those bytes.
+//! pipe then differs in those bytes (`wasi::CaptureStream` does not).
 
 #![forbid(unsafe_code)]
 
@@ -203,6 +206,8 @@ mod accessor;
 mod error;
 mod layout;
 mod module;
+#[cfg(feature = "wasi")]
+pub mod wasi;
 
 use std::ops::Range;
 

@@ -9,9 +9,10 @@ mod common;
 
 use std::path::Path;
 
-use common::{Host, check_handles, engine, load, rebuild_handles, restore, snapshot, store};
+use common::{Host, engine, load, restore, snapshot, store};
 use wasmtime::Store;
 use wasmtime::component::{HasSelf, Linker};
+use weir_snapshot::wasi::{check_handles, rebuild_handles};
 
 wasmtime::component::bindgen!({
     path: "../../wit/operator.wit",
@@ -124,7 +125,7 @@ fn faulty_operator_roundtrip() {
 
     // weir-guest logs through weir's host interface, not stdio: no WASI
     // handle is held between calls.
-    let journal = check_handles(&mut original.store).unwrap();
+    let journal = check_handles(original.store.data_mut()).unwrap();
     assert_eq!(journal, []);
     let snap = snapshot(&mut original.store, &original.instance, &layout);
 

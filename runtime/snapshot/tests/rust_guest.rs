@@ -6,12 +6,12 @@
 
 mod common;
 
-use common::{
-    Host, StdioPipes, check_handles, engine, load, probe_handles, rebuild_handles, restore,
-    snapshot, store, wasi_host, wasi_linker,
-};
+use common::{Host, StdioPipes, engine, load, restore, snapshot, store, wasi_host, wasi_linker};
 use wasmtime::component::{Component, Instance, Linker};
 use wasmtime::{Engine, Store};
+use weir_snapshot::wasi::{
+    HandleError, Held, Stdio, add_journaling, check_handles, probe_handles, rebuild_handles,
+};
 
 struct Guest {
     store: Store<Host>,
@@ -108,7 +108,7 @@ fn rust_state_roundtrip() {
     original.hoard(300);
     reference.hoard(300);
     // No stdio was used: nothing to rebuild.
-    assert_eq!(check_handles(&mut original.store).unwrap(), []);
+    assert_eq!(check_handles(original.store.data_mut()).unwrap(), []);
 
     let snap = snapshot(&mut original.store, &original.instance, &layout);
     assert!(snap.memories[0].len() > 300 * 1024);
@@ -142,7 +142,7 @@ fn println_after_naive_restore_fails() {
     let mut original = Guest::new(&engine, &linker, &component);
     original.print("print", "before").unwrap();
     original.process("fish");
-    assert_eq!(check_handles(&mut original.store).unwrap().len(), 2);
+    assert_eq!(check_handles(original.store.data_mut()).unwrap().len(), 2);
     assert!(
         !original.store.data().table.is_empty(),
         "the guest keeps stdout open"
@@ -189,10 +189,9 @@ fn println_before_and_after_restore() {
     assert_eq!(original.stderr(), "before-e\n");
 
     // Checkpoint: the journal explains every handle the guest holds.
-    let journal = check_handles(&mut original.store).unwrap();
+    let journal = check_handles(original.store.data_mut()).unwrap();
     // On its first write to a stdio fd, wasi-libc acquires the stream and
     // subscribes to it once; it keeps both.
-    use common::{Held, Stdio};
     assert_eq!(
         journal,
         [
@@ -244,7 +243,7 @@ fn println_before_and_after_restore() {
         snapshot(&mut restored.store, &restored.instance, &layout),
         want
     );
-    assert_eq!(check_handles(&mut restored.store).unwrap(), journal);
+    assert_eq!(check_handles(restored.store.data_mut()).unwrap(), journal);
 }
 
 /// A handle the host cannot recreate makes the checkpoint refuse.
@@ -253,7 +252,7 @@ fn unexplained_handle_refuses_checkpoint() {
     let (engine, linker, component, layout) = setup();
     let mut g = Guest::new(&engine, &linker, &component);
     g.print("print", "hello").unwrap();
-    assert!(check_handles(&mut g.store).is_ok());
+    assert!(check_handles(g.store.data_mut()).is_ok());
     // Simulate a guest that keeps some other stream: give it one directly.
     let info = layout
         .resource("wasi:io/streams@0.2.6", "output-stream")
@@ -278,9 +277,134 @@ fn unexplained_handle_refuses_checkpoint() {
         Box::new(wasmtime_wasi::p2::pipe::SinkOutputStream);
     let r = g.store.data_mut().table.push(sink).unwrap();
     assert_eq!(adopt.call(&mut g.store, (r,)).unwrap().0, 3);
-    let err = check_handles(&mut g.store).unwrap_err();
+    let err = check_handles(g.store.data_mut()).unwrap_err().to_string();
     assert!(
         err.starts_with("the guest holds 3 WASI resources but only 2"),
         "{err}"
     );
+}
+
+/// Calls `drop-resource{k}` of the `interface`/`name` resource on handle
+/// `index` of the guest (as if the guest had dropped it).
+fn drop_guest_handle(
+    g: &mut Guest,
+    layout: &weir_snapshot::StateLayout,
+    interface: &str,
+    name: &str,
+    index: u32,
+) {
+    let info = layout.resource(interface, name).unwrap().clone();
+    let access = g
+        .instance
+        .get_export_index(&mut g.store, None, weir_snapshot::ACCESS_INSTANCE)
+        .unwrap();
+    let drop = g
+        .instance
+        .get_export_index(&mut g.store, Some(&access), &info.drop_func())
+        .unwrap();
+    let drop = g
+        .instance
+        .get_typed_func::<(u32,), ()>(&mut g.store, &drop)
+        .unwrap();
+    drop.call(&mut g.store, (index,)).unwrap();
+}
+
+/// A journaled handle the guest dropped leaves a hole the journal cannot
+/// recreate: the checkpoint refuses, also when its table slot has since
+/// been reused by a pollable of something else.
+#[test]
+fn dropped_handle_refuses_checkpoint() {
+    let (engine, linker, component, layout) = setup();
+    let mut g = Guest::new(&engine, &linker, &component);
+    g.print("print", "hello").unwrap();
+    // Handle 2 is stdout's pollable.
+    drop_guest_handle(&mut g, &layout, "wasi:io/poll@0.2.6", "pollable", 2);
+    let err = check_handles(g.store.data_mut()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            HandleError::Stale {
+                entry: 1,
+                held: Held::Pollable { of: 0 }
+            }
+        ),
+        "{err}"
+    );
+
+    // The freed slot of the host table now holds a pollable again, but of
+    // another stream.
+    use wasmtime_wasi::p2::{DynOutputStream, pipe::SinkOutputStream};
+    let table = &mut g.store.data_mut().table;
+    let filler = table.push(()).unwrap();
+    let freed = filler.rep();
+    let sink: DynOutputStream = Box::new(SinkOutputStream);
+    let sink = table.push(sink).unwrap();
+    table.delete(filler).unwrap();
+    let pollable = wasmtime_wasi::p2::subscribe(table, sink).unwrap();
+    assert_eq!(pollable.rep(), freed);
+    let err = check_handles(g.store.data_mut()).unwrap_err();
+    assert!(matches!(err, HandleError::Stale { entry: 1, .. }), "{err}");
+}
+
+/// A journal that does not fit the instance is refused with an error.
+#[test]
+fn rebuild_refuses_bad_journals() {
+    let (engine, linker, component, layout) = setup();
+    let fresh = || Guest::new(&engine, &linker, &component);
+
+    let mut g = fresh();
+    let err = rebuild_handles(
+        &mut g.store,
+        &g.instance,
+        &layout,
+        &[Held::Pollable { of: 0 }],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, HandleError::BadJournal { entry: 0, of: 0 }),
+        "{err}"
+    );
+
+    let mut g = fresh();
+    let journal = [Held::Stream(Stdio::Stdout), Held::Pollable { of: 7 }];
+    let err = rebuild_handles(&mut g.store, &g.instance, &layout, &journal).unwrap_err();
+    assert!(
+        matches!(err, HandleError::BadJournal { entry: 1, of: 7 }),
+        "{err}"
+    );
+
+    let mut g = fresh();
+    let journal = [Held::Stream(Stdio::Stderr), Held::Pollable { of: 0 }];
+    assert_eq!(
+        rebuild_handles(&mut g.store, &g.instance, &layout, &journal).unwrap(),
+        [1, 2]
+    );
+    let err = rebuild_handles(&mut g.store, &g.instance, &layout, &journal).unwrap_err();
+    assert!(matches!(err, HandleError::NotFresh { entries: 2 }), "{err}");
+
+    // A component that imports no streams cannot have held one.
+    let mut g = fresh();
+    let no_resources = weir_snapshot::StateLayout::default();
+    let err = rebuild_handles(&mut g.store, &g.instance, &no_resources, &journal).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            HandleError::MissingResource {
+                name: "output-stream",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+/// Journaling shadows wasmtime-wasi's definitions; without them (or with
+/// another WASI version) it fails instead of journaling nothing.
+#[test]
+fn journaling_needs_wasi_in_the_linker() {
+    let engine = engine();
+    let mut linker = common::linker(&engine);
+    let err = add_journaling(&mut linker).unwrap_err();
+    let err = err.downcast_ref::<HandleError>().unwrap();
+    assert!(matches!(err, HandleError::WasiNotLinked { .. }), "{err}");
 }

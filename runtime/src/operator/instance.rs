@@ -5,6 +5,7 @@ use std::sync::Arc;
 use wasmtime::component::{HasSelf, Instance, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use weir_snapshot::wasi::{HandleJournal, JournalHost, Stdio};
 
 use super::OperatorError;
 use super::bindings::weir::operator::{host, types};
@@ -77,7 +78,12 @@ fn guest_said(output: &str) -> String {
 pub struct HostState {
     operator: Arc<str>,
     wasi: WasiCtx,
-    pub(super) table: ResourceTable,
+    /// The guest's stdio, for streams created when it asks for them.
+    stdout: GuestOutput,
+    stderr: GuestOutput,
+    /// Which WASI handles the guest acquired, so a restore recreates them.
+    journal: HandleJournal,
+    table: ResourceTable,
     limiter: MemoryLimiter,
     /// What the last capture (or the restore) saw, and what the current
     /// capture receives.
@@ -89,6 +95,25 @@ impl WasiView for HostState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl JournalHost for HostState {
+    fn journal(&mut self) -> &mut HandleJournal {
+        &mut self.journal
+    }
+
+    fn stdin_stream(&mut self) -> wasmtime_wasi::p2::DynInputStream {
+        // Operators read no stdin: an empty stream, as wasmtime-wasi's default.
+        wasmtime_wasi::cli::StdinStream::p2_stream(&tokio::io::empty())
+    }
+
+    fn output_stream(&mut self, which: Stdio) -> wasmtime_wasi::p2::DynOutputStream {
+        use wasmtime_wasi::cli::StdoutStream;
+        match which {
+            Stdio::Stderr => self.stderr.p2_stream(),
+            Stdio::Stdout | Stdio::Stdin => self.stdout.p2_stream(),
         }
     }
 }
@@ -145,6 +170,7 @@ impl ResourceLimiter for MemoryLimiter {
 pub fn new_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    weir_snapshot::wasi::add_journaling(&mut linker)?;
     Operator::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
     super::state::add_to_linker(&mut linker)?;
     Ok(linker)
@@ -246,6 +272,9 @@ impl PreparedOperator {
         let state = HostState {
             operator: self.name.clone(),
             wasi,
+            stdout: stdout.clone(),
+            stderr: stderr.clone(),
+            journal: HandleJournal::default(),
             table: ResourceTable::new(),
             limiter: MemoryLimiter {
                 memory_bytes_max: self.limits.memory_bytes_max,

@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use bytes::Bytes;
 use wasmtime::StoreContextMut;
 use wasmtime::component::{ComponentExportIndex, Linker, WasmList};
+use weir_snapshot::wasi::{self, Held, Stdio};
 use weir_snapshot::{ACCESS_INSTANCE, GlobalType, HOST_INSTANCE, PUT_MEMORY};
 
 use super::OperatorError;
@@ -192,17 +193,19 @@ impl OperatorInstance {
     }
 
     /// The WASI handles the guest holds between calls, if weir can recreate
-    /// them; otherwise an error saying what it holds.
+    /// them (stdio streams and their pollables); otherwise an error saying
+    /// what it holds.
     fn held_handles(&mut self) -> Result<Vec<HeldHandle>, String> {
-        if self.store.data().table.is_empty() {
-            return Ok(Vec::new());
-        }
-        Err(
-            "the guest holds WASI resources between calls (for example the stdout stream \
-             after printing), which a restored instance would not have; log through weir's \
-             `host.log` instead of printing"
-                .into(),
-        )
+        let held = wasi::check_handles(self.store.data_mut()).map_err(|e| e.to_string())?;
+        Ok(held
+            .into_iter()
+            .map(|held| match held {
+                Held::Stream(Stdio::Stdin) => HeldHandle::Stdin,
+                Held::Stream(Stdio::Stdout) => HeldHandle::Stdout,
+                Held::Stream(Stdio::Stderr) => HeldHandle::Stderr,
+                Held::Pollable { of } => HeldHandle::Pollable { of },
+            })
+            .collect())
     }
 }
 
@@ -253,14 +256,22 @@ impl PreparedOperator {
                 layout.globals.len()
             )));
         }
-        if !state.handles.is_empty() {
-            return Err(fail(
-                "the checkpoint holds WASI handles, which this weir cannot recreate".into(),
-            ));
-        }
         let mut instance = self
             .instantiate_bare()
             .map_err(|e| fail(format!("instantiation failed: {e:#}")))?;
+        // Handles first, so they get the indices the restored memory holds.
+        let journal: Vec<Held> = state
+            .handles
+            .iter()
+            .map(|handle| match *handle {
+                HeldHandle::Stdin => Held::Stream(Stdio::Stdin),
+                HeldHandle::Stdout => Held::Stream(Stdio::Stdout),
+                HeldHandle::Stderr => Held::Stream(Stdio::Stderr),
+                HeldHandle::Pollable { of } => Held::Pollable { of },
+            })
+            .collect();
+        wasi::rebuild_handles(&mut instance.store, &instance.instance, layout, &journal)
+            .map_err(|e| fail(format!("cannot recreate the guest's WASI handles: {e}")))?;
         instance
             .store
             .set_fuel(u64::MAX)
