@@ -409,13 +409,35 @@ pub fn epoch_sink(open: OpenEpochSink<'_>, read_back: &dyn Fn() -> Vec<Vec<u8>>)
     sink.publish(4).expect("publish");
     assert_eq!(read_back(), seen(&[1, 3, 4]));
 
-    // Checkpoints older than what is published: refused, not papered over.
+    // Recovering to a checkpoint older than what is published (the newer
+    // checkpoints were damaged): the replay must reproduce the published
+    // outputs, which are checked and not written twice; new epochs are
+    // numbered after the published ones.
     drop(sink);
     let mut sink = open();
-    assert!(
-        sink.recover(2).is_err(),
-        "recovering to a checkpoint older than published output succeeded"
+    sink.recover(2).expect("recover to an older checkpoint");
+    assert_eq!(sink.newest_epoch().expect("newest epoch"), 4);
+    sink.write(&values(3)).expect("replay of published epoch 3");
+    sink.write(&values(4)).expect("replay of published epoch 4");
+    sink.write(&values(5)).expect("write");
+    sink.prepare(5).expect("prepare");
+    sink.publish(5).expect("publish");
+    assert_eq!(
+        read_back(),
+        seen(&[1, 3, 4, 5]),
+        "replayed output was published twice, or new output lost"
     );
+
+    // A replay that does not reproduce the published output is an error.
+    drop(sink);
+    let mut sink = open();
+    sink.recover(3).expect("recover");
+    assert!(
+        sink.write(&values(9)).is_err(),
+        "{}: a replay that diverged from published output was accepted",
+        sink.describe()
+    );
+    assert_eq!(read_back(), seen(&[1, 3, 4, 5]));
 }
 
 /// Drops `sink` as a crash would (nothing flushed or published), reopens the

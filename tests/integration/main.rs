@@ -5,6 +5,7 @@
 
 mod bad_input;
 mod checkpoint_format;
+mod checkpoints;
 mod cli;
 mod conformance;
 mod crash;

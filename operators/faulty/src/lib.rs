@@ -10,6 +10,7 @@
 //! | `grow`      | allocates 1 MiB chunks forever, keeping them (memory.grow fails eventually) |
 //! | `reject`    | rejects the record: `faulty: rejected on request`             |
 //! | `log:<msg>` | logs `<msg>` at info level, then behaves like the default     |
+//! | `print:<msg>` | prints `<msg>` to stdout and `<msg>` to stderr (std's `println!`/`eprintln!`: the guest then holds WASI stream handles), then behaves like the default |
 //! | other       | `count += 1`, emits `seen {count}: {value}` to the main stream |
 //!
 //! Config: `init_error` — when set, `init` fails with that text.
@@ -64,6 +65,11 @@ impl Faulty {
             _ => {
                 if let Some(msg) = value.strip_prefix(b"log:") {
                     log(&String::from_utf8_lossy(msg));
+                }
+                if let Some(msg) = value.strip_prefix(b"print:") {
+                    let msg = String::from_utf8_lossy(msg);
+                    println!("{msg}");
+                    eprintln!("{msg}");
                 }
                 self.count += 1;
                 let mut out = format!("seen {}: ", self.count).into_bytes();

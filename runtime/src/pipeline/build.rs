@@ -19,6 +19,17 @@ impl Sinks {
         self.entries.iter().position(|(n, _)| n == name)
     }
 
+    /// The newest epoch any exactly-once sink holds outputs of.
+    pub fn newest_epoch(&mut self) -> Result<u64, PipelineError> {
+        let mut newest = 0;
+        for (_, sink) in &mut self.entries {
+            if let Some(sink) = sink.as_epoch_sink() {
+                newest = newest.max(sink.newest_epoch()?);
+            }
+        }
+        Ok(newest)
+    }
+
     /// Names, for messages.
     pub fn names(&self) -> String {
         self.entries

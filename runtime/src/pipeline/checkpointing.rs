@@ -139,16 +139,20 @@ impl Checkpointing {
         Ok((checkpointing, restorable))
     }
 
+    /// Numbers the next epoch after `epoch` at least (sinks may hold
+    /// outputs of epochs whose checkpoints are gone).
+    pub fn number_epochs_after(&mut self, epoch: u64) {
+        self.next_epoch = self.next_epoch.max(epoch + 1);
+    }
+
     /// Counts records read since the last barrier.
     pub fn note_records(&mut self, n: u64) {
         self.records_since_barrier += n;
     }
 
-    /// Whether a barrier is due. While the previous epoch is still being
-    /// uploaded the next one waits (one upload in flight, as Flink's default
-    /// of one concurrent checkpoint).
+    /// Whether a barrier is due.
     pub fn due(&self) -> bool {
-        if self.records_since_barrier == 0 || self.uploader.in_flight() > 0 {
+        if self.records_since_barrier == 0 {
             return false;
         }
         let by_records = self.spec.interval_records > 0
@@ -164,7 +168,10 @@ impl Checkpointing {
     }
 
     /// Takes a barrier: prepares the sinks, captures the chain, hands the
-    /// epoch to the uploader.
+    /// epoch to the uploader. If the previous epoch is still uploading, it
+    /// waits for it first (one checkpoint in flight, like Flink's default):
+    /// slow storage slows the pipeline down instead of piling up epochs, and
+    /// barriers fall exactly where the interval puts them.
     pub fn barrier(
         &mut self,
         chain: &mut Chain,
@@ -172,6 +179,7 @@ impl Checkpointing {
         position: Position,
         records_in: u64,
     ) -> Result<(), PipelineError> {
+        self.finish(sinks)?;
         let epoch = self.next_epoch;
         for (_, sink) in &mut sinks.entries {
             sink.flush()?;

@@ -51,7 +51,7 @@ const TASK: &str = "main";
 /// newest checkpoint if there is one.
 pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<Summary, PipelineError> {
     let operators = build::operators(pipeline, &options.cache)?;
-    let (checkpointing, resume) = if pipeline.spec.checkpoint.enabled {
+    let (mut checkpointing, resume) = if pipeline.spec.checkpoint.enabled {
         let (checkpointing, resume) =
             checkpointing::Checkpointing::open(pipeline, TASK, options.from_scratch)?;
         (Some(checkpointing), resume)
@@ -60,7 +60,10 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<Summary, Pipelin
     };
     let source = build::source(pipeline)?;
     let committed = resume.as_ref().map(|r| r.manifest.epoch);
-    let sinks = build::sinks(pipeline, committed, options.from_scratch)?;
+    let mut sinks = build::sinks(pipeline, committed, options.from_scratch)?;
+    if let Some(checkpointing) = &mut checkpointing {
+        checkpointing.number_epochs_after(sinks.newest_epoch()?);
+    }
     task::Task::new(pipeline, operators, source, sinks, checkpointing, resume)?.run(&options.stop)
 }
 

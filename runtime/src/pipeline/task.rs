@@ -198,10 +198,6 @@ impl Task {
             .as_ref()
             .is_some_and(Checkpointing::has_unsaved_records);
         if pending {
-            // One upload at a time: let the previous one finish first.
-            if let Some(checkpointing) = &mut self.checkpointing {
-                checkpointing.finish(&mut self.sinks)?;
-            }
             self.barrier()?;
         }
         if let Some(checkpointing) = &mut self.checkpointing {

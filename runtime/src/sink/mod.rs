@@ -60,9 +60,14 @@ pub trait Sink: Send {
 ///    become durable and stay invisible. An epoch with no outputs is fine.
 /// 2. `publish(n)`, only after checkpoint `n` has committed: they become
 ///    visible, atomically. Idempotent.
-/// 3. After a crash, `recover(c)` before any write, with `c` the newest
-///    committed checkpoint (0 for none): prepared epochs `<= c` are
+/// 3. After a crash, `recover(c)` before any write, with `c` the checkpoint
+///    the run resumes from (0 for none): prepared epochs `<= c` are
 ///    published, everything later and everything unprepared is discarded.
+///    If epochs after `c` were *published* already (`c` is older than the
+///    newest checkpoint because that one was damaged), the replay from `c`
+///    must reproduce their outputs: the sink checks them and does not write
+///    them again, and fails with [`SinkError::Inconsistent`] on the first
+///    difference. The run numbers its next epoch after `newest_epoch`.
 ///
 /// A reader never sees outputs of an epoch that did not commit, nor part of
 /// an epoch.
@@ -73,6 +78,9 @@ pub trait EpochSink: Sink {
     fn publish(&mut self, epoch: u64) -> Result<(), SinkError>;
     /// Brings the sink in line with checkpoint `committed` after a restart.
     fn recover(&mut self, committed: u64) -> Result<(), SinkError>;
+    /// The newest epoch whose outputs the sink holds (0 for none); the run
+    /// numbers its epochs after it, so none is ever published twice.
+    fn newest_epoch(&self) -> Result<u64, SinkError>;
 }
 
 /// A failure to write outputs.

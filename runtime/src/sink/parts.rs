@@ -12,6 +12,12 @@
 //! exactly the committed output: every part appears by an atomic rename of a
 //! complete, fsynced file, and only after the checkpoint covering it
 //! committed. Epochs with no output have no part file.
+//!
+//! Recovering to a checkpoint older than the newest published part (the
+//! newer checkpoint was damaged) keeps what readers have seen: the replay
+//! from the older checkpoint must reproduce the published outputs byte for
+//! byte, which the sink checks and skips, and only what follows is written
+//! to new parts. A replay that produces something else is an error.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
@@ -27,6 +33,15 @@ pub struct PartFileSink {
     extension: String,
     in_progress: Option<BufWriter<File>>,
     written: u64,
+    /// Outputs published after the checkpoint recovered to, which the
+    /// replay must reproduce before anything new is written.
+    republished: Option<Republished>,
+}
+
+struct Republished {
+    bytes: Vec<u8>,
+    checked: usize,
+    epochs: (u64, u64),
 }
 
 const STAGING: &str = ".weir";
@@ -43,6 +58,7 @@ impl PartFileSink {
             extension: extension.to_owned(),
             in_progress: None,
             written: 0,
+            republished: None,
         };
         fs::create_dir_all(sink.staging()).map_err(|e| sink.io("create directory", e))?;
         Ok(sink)
@@ -109,6 +125,12 @@ impl PartFileSink {
         self.sync_dir(&self.staging())
     }
 
+    /// Whether outputs published after the recovered checkpoint are still
+    /// being reproduced (see the module docs).
+    pub fn replaying_published(&self) -> bool {
+        self.republished.is_some()
+    }
+
     /// Epochs with a published part, in order.
     pub fn published_epochs(&self) -> Result<Vec<u64>, SinkError> {
         let mut epochs = Vec::new();
@@ -136,6 +158,7 @@ impl Sink for PartFileSink {
     }
 
     fn write(&mut self, outputs: &[Output]) -> Result<(), SinkError> {
+        let outputs = self.skip_republished(outputs)?;
         if outputs.is_empty() {
             return Ok(());
         }
@@ -169,6 +192,44 @@ impl Sink for PartFileSink {
     }
 }
 
+impl PartFileSink {
+    /// Checks the leading outputs against what was published already and
+    /// returns the rest.
+    fn skip_republished<'a>(&mut self, outputs: &'a [Output]) -> Result<&'a [Output], SinkError> {
+        let Some(republished) = self.republished.as_mut() else {
+            return Ok(outputs);
+        };
+        let mut skipped = 0;
+        for output in outputs {
+            let rest = &republished.bytes[republished.checked..];
+            if rest.is_empty() {
+                break;
+            }
+            let line_end = output.value.len();
+            let matches = rest.len() > line_end
+                && rest[..line_end] == output.value[..]
+                && rest[line_end] == b'\n';
+            if !matches {
+                let (first, last) = republished.epochs;
+                return Err(SinkError::Inconsistent {
+                    sink: self.describe.clone(),
+                    reason: format!(
+                        "replaying from the checkpoint before epoch {first} did not reproduce the output already published in epochs {first}..={last} (byte {} of it differs); an operator is not deterministic",
+                        republished.checked
+                    ),
+                });
+            }
+            republished.checked += line_end + 1;
+            skipped += 1;
+        }
+        self.written += skipped as u64;
+        if republished.checked == republished.bytes.len() {
+            self.republished = None;
+        }
+        Ok(&outputs[skipped..])
+    }
+}
+
 impl EpochSink for PartFileSink {
     fn prepare(&mut self, epoch: u64) -> Result<(), SinkError> {
         let Some(writer) = self.in_progress.take() else {
@@ -194,6 +255,12 @@ impl EpochSink for PartFileSink {
         self.sync_dir(&self.staging())
     }
 
+    fn newest_epoch(&self) -> Result<u64, SinkError> {
+        let published = self.published_epochs()?.last().copied().unwrap_or(0);
+        let prepared = self.prepared_epochs()?.last().copied().unwrap_or(0);
+        Ok(published.max(prepared))
+    }
+
     fn recover(&mut self, committed: u64) -> Result<(), SinkError> {
         self.in_progress = None;
         let in_progress = self.staging().join(IN_PROGRESS);
@@ -202,15 +269,26 @@ impl EpochSink for PartFileSink {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(self.io("discard in-progress", e)),
         }
-        if let Some(&newest) = self.published_epochs()?.last()
-            && newest > committed
-        {
-            return Err(SinkError::Inconsistent {
-                sink: self.describe.clone(),
-                reason: format!(
-                    "epoch {newest} is published but the newest committed checkpoint is epoch {committed}; \
-                     the checkpoint store and this output directory do not belong together"
-                ),
+        let ahead: Vec<u64> = self
+            .published_epochs()?
+            .into_iter()
+            .filter(|&e| e > committed)
+            .collect();
+        self.republished = None;
+        if let (Some(&first), Some(&last)) = (ahead.first(), ahead.last()) {
+            let mut bytes = Vec::new();
+            for epoch in &ahead {
+                let part = fs::read(self.part(*epoch)).map_err(|e| self.io("read part", e))?;
+                bytes.extend_from_slice(&part);
+            }
+            tracing::warn!(
+                sink = %self.describe,
+                "epochs {first}..={last} were published after checkpoint {committed}; the replay must reproduce them, and is checked against them"
+            );
+            self.republished = Some(Republished {
+                bytes,
+                checked: 0,
+                epochs: (first, last),
             });
         }
         for epoch in self.prepared_epochs()? {

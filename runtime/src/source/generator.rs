@@ -2,8 +2,6 @@
 //! function of `(profile, seed, i)`, so the generator seeks in O(1) and two
 //! runs with the same seed produce the same bytes on every machine.
 
-use std::io::Write;
-
 use serde::Deserialize;
 
 use super::{ReadOutcome, Source, SourceError};
@@ -49,11 +47,10 @@ impl GeneratorSource {
     /// Writes the value of record `i` into `out` (cleared first).
     pub fn value_of(&self, i: u64, out: &mut Vec<u8>) {
         out.clear();
-        // Writing to a Vec cannot fail.
-        let _ = match self.profile {
+        match self.profile {
             GeneratorProfile::Payments => self.payment(i, out),
             GeneratorProfile::Rides => self.ride(i, out),
-        };
+        }
     }
 
     fn h(&self, i: u64, salt: u64) -> u64 {
@@ -73,7 +70,7 @@ impl GeneratorSource {
         i
     }
 
-    fn payment(&self, i: u64, out: &mut Vec<u8>) -> std::io::Result<()> {
+    fn payment(&self, i: u64, out: &mut Vec<u8>) {
         let j = self.original_payment(i);
         let merchant = self.h(j, 3) % 200;
         let amount = 100 + self.h(j, 4) % 50_000;
@@ -81,13 +78,28 @@ impl GeneratorSource {
         let created = BASE_MS + j as i64 * 50 + (self.h(j, 5) % 40) as i64;
         let card = self.h(j, 6) % 10_000;
         let order = self.h(j, 7) % 10_000_000;
-        write!(
-            out,
-            "pay-{j:012},merchant-{merchant:03},{amount},{currency},{created},card-{card:04},order-BLR-{order:07}-checkout-web-v2"
-        )
+        // The bytes of
+        // `pay-{j:012},merchant-{merchant:03},{amount},{currency},{created},card-{card:04},order-BLR-{order:07}-checkout-web-v2`,
+        // written without `core::fmt`, which cost more than everything
+        // else here together.
+        out.extend_from_slice(b"pay-");
+        push_padded(out, j, 12);
+        out.extend_from_slice(b",merchant-");
+        push_padded(out, merchant, 3);
+        out.push(b',');
+        push_padded(out, amount, 1);
+        out.push(b',');
+        out.extend_from_slice(currency.as_bytes());
+        out.push(b',');
+        push_i64(out, created);
+        out.extend_from_slice(b",card-");
+        push_padded(out, card, 4);
+        out.extend_from_slice(b",order-BLR-");
+        push_padded(out, order, 7);
+        out.extend_from_slice(b"-checkout-web-v2");
     }
 
-    fn ride(&self, i: u64, out: &mut Vec<u8>) -> std::io::Result<()> {
+    fn ride(&self, i: u64, out: &mut Vec<u8>) {
         let zone = 1 + self.h(i, 1) % 263;
         let dropoff = BASE_MS + i as i64 * 1_000;
         let minutes = 2 + (self.h(i, 2) % 30) as i64;
@@ -103,9 +115,61 @@ impl GeneratorSource {
         } else {
             0
         };
-        write!(out, "ride-{i:012},{zone},{pickup},{dropoff},{fare},{tip}")
+        // `ride-{i:012},{zone},{pickup},{dropoff},{fare},{tip}`
+        out.extend_from_slice(b"ride-");
+        push_padded(out, i, 12);
+        out.push(b',');
+        push_padded(out, zone, 1);
+        out.push(b',');
+        push_i64(out, pickup);
+        out.push(b',');
+        push_i64(out, dropoff);
+        out.push(b',');
+        push_padded(out, fare, 1);
+        out.push(b',');
+        push_padded(out, tip, 1);
     }
 }
+
+/// Appends `n` in decimal, zero-padded to at least `width` digits (what
+/// `format!("{n:0width$}")` writes for a `u64`, for `width <= 20`).
+fn push_padded(out: &mut Vec<u8>, mut n: u64, width: usize) {
+    let mut buf = [b'0'; 20];
+    let mut start = buf.len();
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        start -= 2;
+        buf[start..start + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        start -= 2;
+        buf[start..start + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    } else {
+        start -= 1;
+        buf[start] = b'0' + n as u8;
+    }
+    // `buf` is prefilled with zeros: padding is moving `start` back.
+    let start = start.min(buf.len() - width.min(buf.len()));
+    out.extend_from_slice(&buf[start..]);
+}
+
+/// Appends `n` in decimal (what `format!("{n}")` writes for an `i64`).
+fn push_i64(out: &mut Vec<u8>, n: i64) {
+    if n < 0 {
+        out.push(b'-');
+    }
+    push_padded(out, n.unsigned_abs(), 1);
+}
+
+/// `"00010203...99"`: two digits per entry.
+const DIGIT_PAIRS: &[u8; 200] = b"\
+    0001020304050607080910111213141516171819\
+    2021222324252627282930313233343536373839\
+    4041424344454647484950515253545556575859\
+    6061626364656667686970717273747576777879\
+    8081828384858687888990919293949596979899";
 
 /// Sebastiano Vigna's splitmix64 finalizer: a fast, well-mixed, stable hash.
 fn splitmix64(mut z: u64) -> u64 {
@@ -122,10 +186,17 @@ impl Source for GeneratorSource {
 
     fn read(&mut self, max: usize, batch: &mut SourceBatch) -> Result<ReadOutcome, SourceError> {
         let end = self.records.min(self.next.saturating_add(max as u64));
+        batch.records.reserve((end - self.next) as usize);
+        batch.positions.reserve((end - self.next) as usize);
+        // Each record owns its value, so one allocation per record stays;
+        // format into a reused buffer and copy out at the exact size.
+        let mut line = Vec::with_capacity(128);
         while self.next < end {
-            let mut value = Vec::with_capacity(112);
-            self.value_of(self.next, &mut value);
-            batch.push(Record::from_value(value), Position::Sequence(self.next));
+            self.value_of(self.next, &mut line);
+            batch.push(
+                Record::from_value(line.as_slice().to_vec()),
+                Position::Sequence(self.next),
+            );
             self.next += 1;
         }
         Ok(if self.next >= self.records {
@@ -150,6 +221,65 @@ impl Source for GeneratorSource {
                 position: position.clone(),
                 reason: format!("positions are record #0..=#{}", self.records),
             }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digits_match_core_fmt() {
+        let mut values = vec![0, 1, 9, 10, 99, 100, 101, 999, 1_000, 4_096, u64::MAX];
+        for k in 1..20 {
+            let p = 10u64.pow(k);
+            values.extend([p - 1, p, p + 1, p.saturating_mul(3).saturating_add(7)]);
+        }
+        let mut out = Vec::new();
+        for &n in &values {
+            for width in [1, 3, 4, 7, 12, 20] {
+                out.clear();
+                push_padded(&mut out, n, width);
+                assert_eq!(out, format!("{n:0width$}").as_bytes(), "{n} width {width}");
+            }
+            let i = n as i64;
+            for m in [i, i.wrapping_neg(), i64::MIN, i64::MAX] {
+                out.clear();
+                push_i64(&mut out, m);
+                assert_eq!(out, format!("{m}").as_bytes());
+            }
+        }
+    }
+
+    #[test]
+    fn records_are_the_documented_csv() {
+        for profile in [GeneratorProfile::Payments, GeneratorProfile::Rides] {
+            let g = GeneratorSource::new(profile, 3, 0);
+            let mut out = Vec::new();
+            for i in (0..5_000).chain([123_456_789_012, 999_999_999_999, 10u64.pow(13)]) {
+                g.value_of(i, &mut out);
+                let line = std::str::from_utf8(&out).unwrap();
+                let fields = line.split(',').count();
+                assert_eq!(
+                    fields,
+                    if profile == GeneratorProfile::Payments {
+                        7
+                    } else {
+                        6
+                    }
+                );
+                assert!(
+                    line.starts_with(&format!(
+                        "{}-{i:012},",
+                        if profile == GeneratorProfile::Payments {
+                            "pay"
+                        } else {
+                            "ride"
+                        }
+                    )) || profile == GeneratorProfile::Payments
+                );
+            }
         }
     }
 }
