@@ -85,7 +85,7 @@ impl Checkpointing {
             if from_scratch {
                 let deleted = store.delete_task(task).await?;
                 if deleted > 0 {
-                    tracing::warn!(
+                    tracing::info!(
                         task,
                         store = store.describe(),
                         "--from-scratch: deleted {deleted} checkpoint objects"
