@@ -31,7 +31,7 @@ use crate::record::Output;
 
 /// Where outputs go. See the [module docs](self) for the contract.
 pub trait Sink: Send {
-    /// Names the sink for messages, e.g. `sink main (file out/ledger.csv)`.
+    /// Names the sink for messages, e.g. `sink main (parts in out/ledger)`.
     fn describe(&self) -> String;
 
     /// Writes outputs in order. May buffer until [`Sink::flush`].
