@@ -356,3 +356,34 @@ fn when_every_checkpoint_is_damaged_weir_refuses_to_start_from_empty() {
     run_json(&fx, &["--from-scratch"]);
     assert_eq!(output(&fx), out);
 }
+
+/// A trap after several checkpoints: the operators are restored from the
+/// newest checkpoint (not rebuilt from the start of the input), the records
+/// since are replayed, and the count continues exactly.
+#[test]
+fn a_fault_after_checkpoints_restores_the_newest_one_and_loses_nothing() {
+    let fx = Fixture::new();
+    let mut input: String = (1..=47).map(|i| format!("r{i}\n")).collect();
+    input += "trap\n";
+    input += &(48..=60).map(|i| format!("r{i}\n")).collect::<String>();
+    fx.write("input.csv", &input);
+    let toml = faulty_pipeline(5, "interval_records = 10\ninterval_ms = 0").replace(
+        "[batch]",
+        "[sinks.dlq]\nkind = \"file\"\npath = \"out/dlq.jsonl\"\n[errors]\npolicy = \"dead-letter\"\ndead_letter_sink = \"dlq\"\n[batch]",
+    );
+    fx.write("pipeline.toml", toml);
+    let run = fx.weir(&["run", "pipeline.toml", "--json"]).ok();
+    let summary: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    // Once to run the faulting batch record by record, once after removing
+    // the record that traps; both from epoch 4 (records 1..=40).
+    assert_eq!(summary["recoveries"], 2, "{summary}");
+    assert_eq!(summary["dead_letters"], 1, "{summary}");
+    assert_contains(
+        &run.stderr,
+        &["restoring the operators from checkpoint epoch 4 and replaying"],
+    );
+    assert!(!run.stderr.contains("since the start"), "{}", run.stderr);
+    let expected: String = (1..=60).map(|i| format!("seen {i}: r{i}\n")).collect();
+    assert_eq!(output(&fx), expected);
+    assert_contains(&fx.read("out/dlq.jsonl"), &["line 48", "trap"]);
+}

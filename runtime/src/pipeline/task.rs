@@ -373,9 +373,23 @@ impl Task {
             Some(checkpointing) => checkpointing.restore_point(&mut self.sinks)?,
             None => None,
         };
+        let replay = self.fed.len();
         match restore_point {
-            Some((manifest, memories)) => self.chain.restore(&manifest.operators, &memories)?,
-            None => self.chain.rebuild()?,
+            Some((manifest, memories)) => {
+                tracing::warn!(
+                    pipeline = %self.name,
+                    "restoring the operators from checkpoint epoch {} and replaying {replay} batch(es) since",
+                    manifest.epoch
+                );
+                self.chain.restore(&manifest.operators, &memories)?;
+            }
+            None => {
+                tracing::warn!(
+                    pipeline = %self.name,
+                    "rebuilding the operators and replaying {replay} batch(es) since the start"
+                );
+                self.chain.rebuild()?;
+            }
         }
         self.source.seek(&self.restore_point)?;
         let mut batch = SourceBatch::default();
