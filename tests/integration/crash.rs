@@ -89,10 +89,16 @@ fn prepare(fx: &Fixture, example: &str, records: u64, seed: u64) {
         &repo_root().join("operators/build").display().to_string(),
     )
     .replace("max_records = 1024", "max_records = 256")
-    .replace(
-        "interval_ms = 1000",
-        "interval_ms = 0\ninterval_records = 2048",
-    );
+    .lines()
+    .map(|line| {
+        if line.starts_with("interval_ms =") {
+            "interval_ms = 0\ninterval_records = 2048"
+        } else {
+            line
+        }
+    })
+    .collect::<Vec<_>>()
+    .join("\n");
     assert!(toml.contains("interval_records = 2048"), "{toml}");
     fx.write("pipeline.toml", toml);
 }

@@ -229,7 +229,15 @@ impl CheckpointStore {
         key: &Path,
         source: object_store::Error,
     ) -> StoreError {
+        let unusable = |reason: &str| StoreError::Open {
+            location: self.describe.clone(),
+            reason: reason.to_owned(),
+        };
         match source {
+            object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. } => unusable(
+                "access denied: check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the bucket's policy",
+            ),
             object_store::Error::NotFound { .. } => StoreError::NotFound {
                 store: self.describe.clone(),
                 key: key.to_string(),

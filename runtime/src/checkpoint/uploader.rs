@@ -54,14 +54,20 @@ pub struct Uploader {
 }
 
 impl Uploader {
-    /// Starts the thread. After each commit it keeps the newest `keep`
-    /// committed epochs of `task` and deletes older ones with their pages.
-    pub fn spawn(store: CheckpointStore, task: String, keep: usize) -> std::io::Result<Uploader> {
+    /// Starts the thread; its I/O runs on `runtime`, which must be a
+    /// multi-thread runtime shared with every other user of `store` (an
+    /// HTTP client's pooled connections are driven by the runtime that
+    /// opened them, so a runtime that sits idle would stall them). After
+    /// each commit it keeps the newest `keep` committed epochs of `task`
+    /// and deletes older ones with their pages.
+    pub fn spawn(
+        store: CheckpointStore,
+        task: String,
+        keep: usize,
+        runtime: tokio::runtime::Handle,
+    ) -> std::io::Result<Uploader> {
         let (jobs, job_rx) = mpsc::channel::<EpochUpload>();
         let (event_tx, events) = mpsc::channel();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
         let thread = std::thread::Builder::new()
             .name(format!("weir-upload-{task}"))
             .spawn(move || {

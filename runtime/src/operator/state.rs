@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use bytes::Bytes;
 use wasmtime::StoreContextMut;
 use wasmtime::component::{ComponentExportIndex, Linker, WasmList};
+use weir_dirty::DirtyTracker;
 use weir_snapshot::wasi::{self, Held, Stdio};
 use weir_snapshot::{ACCESS_INSTANCE, GlobalType, HOST_INSTANCE, PUT_MEMORY};
 
@@ -37,6 +38,11 @@ pub struct CapturedState {
 pub struct PageBaseline {
     /// Page hashes of each memory at the last capture or restore.
     known: Vec<Vec<Hash>>,
+    /// Per memory: the kernel's record of written pages since the last
+    /// capture (see `weir-dirty`), when available.
+    trackers: Vec<Option<DirtyTracker>>,
+    /// Set once the kernel refuses tracking: hash every page from then on.
+    untrackable: bool,
     /// Filled by `put-memory` during a capture.
     received: Vec<Option<ReceivedMemory>>,
 }
@@ -54,41 +60,98 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         PUT_MEMORY,
         |mut cx: StoreContextMut<'_, HostState>, (index, data): (u32, WasmList<u8>)| {
             let index = index as usize;
-            let received = {
+            let mut untrackable = false;
+            let mut tracker = cx
+                .data_mut()
+                .pages
+                .trackers
+                .get_mut(index)
+                .and_then(Option::take);
+            let (received, tracker) = {
+                // The memory, in place: nothing is copied but changed pages.
                 let bytes = data.as_le_slice(&cx);
-                let known = cx
-                    .data()
-                    .pages
-                    .known
-                    .get(index)
-                    .map_or(&[][..], Vec::as_slice);
-                diff_pages(bytes, known)
+                let baseline = &cx.data().pages;
+                let known = baseline.known.get(index).map_or(&[][..], Vec::as_slice);
+                let dirty = tracker.as_mut().and_then(|t| dirty_pages(t, bytes, known));
+                let received = match &dirty {
+                    Some(dirty) => diff_dirty_pages(bytes, known, dirty),
+                    None => diff_pages(bytes, known),
+                };
+                // Without a working tracker, start one now: its first report
+                // covers everything, the ones after only what was written.
+                let tracker = match (dirty.is_some(), tracker) {
+                    (true, tracker) => tracker,
+                    (false, _) if baseline.untrackable => None,
+                    (false, _) => match DirtyTracker::new(bytes) {
+                        Ok(tracker) => Some(tracker),
+                        Err(e) => {
+                            tracing::debug!(
+                                "dirty-page tracking unavailable, hashing every page: {e}"
+                            );
+                            untrackable = true;
+                            None
+                        }
+                    },
+                };
+                (received, tracker)
             };
-            let received_slots = &mut cx.data_mut().pages.received;
-            if received_slots.len() <= index {
-                received_slots.resize_with(index + 1, || None);
+            let pages = &mut cx.data_mut().pages;
+            if pages.received.len() <= index {
+                pages.received.resize_with(index + 1, || None);
             }
-            received_slots[index] = Some(received);
+            if pages.trackers.len() <= index {
+                pages.trackers.resize_with(index + 1, || None);
+            }
+            pages.received[index] = Some(received);
+            pages.trackers[index] = tracker;
+            pages.untrackable |= untrackable;
             Ok(())
         },
     )
 }
 
+/// Indexes of the 64 KiB pages written since the tracker's last report, or
+/// `None` if it cannot tell (then every page must be hashed).
+fn dirty_pages(tracker: &mut DirtyTracker, memory: &[u8], known: &[Hash]) -> Option<Vec<usize>> {
+    if known.len() * PAGE_BYTES > memory.len() {
+        return None; // memories never shrink; something is off
+    }
+    if memory.len() > tracker.len() {
+        tracker.grow(memory).ok()?;
+    }
+    let mut ranges = Vec::new();
+    tracker.take(memory, &mut ranges).ok()?;
+    Some(weir_dirty::granules(&ranges, PAGE_BYTES).collect())
+}
+
 /// Hashes `memory` page by page; copies the pages that differ from `known`.
 fn diff_pages(memory: &[u8], known: &[Hash]) -> ReceivedMemory {
-    let mut pages = Vec::with_capacity(memory.len() / PAGE_BYTES);
+    let all: Vec<usize> = (0..memory.len().div_ceil(PAGE_BYTES)).collect();
+    diff_dirty_pages(memory, known, &all)
+}
+
+/// Like [`diff_pages`], but only the pages in `dirty` (and those past the
+/// end of `known`) can have changed.
+fn diff_dirty_pages(memory: &[u8], known: &[Hash], dirty: &[usize]) -> ReceivedMemory {
+    let count = memory.len().div_ceil(PAGE_BYTES);
+    let mut pages: Vec<Option<Hash>> = (0..count).map(|i| known.get(i).copied()).collect();
     let mut fresh = Vec::new();
     let mut seen = HashSet::new();
-    for (i, page) in memory.chunks(PAGE_BYTES).enumerate() {
+    let grown = known.len().min(count)..count;
+    for i in dirty.iter().copied().filter(|&i| i < count).chain(grown) {
+        let page = &memory[i * PAGE_BYTES..((i + 1) * PAGE_BYTES).min(memory.len())];
         let hash = Hash::of(page);
         if known.get(i) != Some(&hash) && seen.insert(hash) {
             fresh.push((hash, Bytes::copy_from_slice(page)));
         }
-        pages.push(hash);
+        pages[i] = Some(hash);
     }
     ReceivedMemory {
         size_bytes: memory.len() as u64,
-        pages,
+        pages: pages
+            .into_iter()
+            .map(|p| p.unwrap_or_else(|| unreachable!("every page past `known` was hashed")))
+            .collect(),
         fresh,
     }
 }
@@ -307,8 +370,8 @@ impl PreparedOperator {
             };
             result.map_err(|e| fail(format!("global {}: {e:#}", global.k)))?;
         }
-        instance.store.data_mut().pages.known =
-            state.memories.iter().map(|m| m.pages.clone()).collect();
+        let pages = &mut instance.store.data_mut().pages;
+        pages.known = state.memories.iter().map(|m| m.pages.clone()).collect();
         Ok(instance)
     }
 }
@@ -316,6 +379,28 @@ impl PreparedOperator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dirty_pages_are_rehashed_and_the_rest_taken_from_the_baseline() {
+        let mut memory = vec![0u8; 4 * PAGE_BYTES];
+        let first = diff_pages(&memory, &[]);
+        memory[PAGE_BYTES + 1] = 1;
+        memory[3 * PAGE_BYTES] = 2;
+        // Only page 1 reported: page 3's change is (wrongly) not rehashed,
+        // which shows the baseline is trusted for unreported pages.
+        let partial = diff_dirty_pages(&memory, &first.pages, &[1]);
+        assert_eq!(
+            partial.pages[1],
+            Hash::of(&memory[PAGE_BYTES..2 * PAGE_BYTES])
+        );
+        assert_eq!(partial.pages[3], first.pages[3]);
+        assert_eq!(partial.fresh.len(), 1);
+        // Grown memory: the new pages are hashed even if not reported.
+        memory.extend(vec![5u8; PAGE_BYTES]);
+        let grown = diff_dirty_pages(&memory, &first.pages, &[]);
+        assert_eq!(grown.pages.len(), 5);
+        assert_eq!(grown.pages[4], Hash::of(&memory[4 * PAGE_BYTES..]));
+    }
 
     #[test]
     fn only_changed_pages_are_fresh_and_each_once() {

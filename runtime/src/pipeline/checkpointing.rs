@@ -55,7 +55,7 @@ pub struct Checkpointing {
     spec: CheckpointSpec,
     store: CheckpointStore,
     uploader: Uploader,
-    /// For the occasional synchronous read (restoring after a fault).
+    /// Drives all I/O on the store (see `Uploader::spawn` for why one).
     runtime: tokio::runtime::Runtime,
     next_epoch: u64,
     /// The newest captured epoch: the state fault recovery returns to.
@@ -77,7 +77,9 @@ impl Checkpointing {
     ) -> Result<(Checkpointing, Option<Restorable>), PipelineError> {
         let spec = pipeline.spec.checkpoint.clone();
         let store = CheckpointStore::open(&spec.store, &pipeline.spec.name)?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("weir-store-io")
             .enable_all()
             .build()
             .map_err(|e| PipelineError::Checkpoint(format!("cannot start I/O runtime: {e}")))?;
@@ -100,10 +102,13 @@ impl Checkpointing {
             .block_on(store.epochs(task))?
             .last()
             .map_or(0, |e| e.epoch);
-        let uploader = Uploader::spawn(store.clone(), task.to_owned(), spec.keep as usize)
-            .map_err(|e| {
-                PipelineError::Checkpoint(format!("cannot start the upload thread: {e}"))
-            })?;
+        let uploader = Uploader::spawn(
+            store.clone(),
+            task.to_owned(),
+            spec.keep as usize,
+            runtime.handle().clone(),
+        )
+        .map_err(|e| PipelineError::Checkpoint(format!("cannot start the upload thread: {e}")))?;
         let summary = CheckpointSummary {
             store: spec.store.clone(),
             resumed_from: restorable.as_ref().map(|r| r.manifest.epoch),
