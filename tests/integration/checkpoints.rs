@@ -387,3 +387,54 @@ fn a_fault_after_checkpoints_restores_the_newest_one_and_loses_nothing() {
     assert_eq!(output(&fx), expected);
     assert_contains(&fx.read("out/dlq.jsonl"), &["line 48", "trap"]);
 }
+
+/// Dirty-page tracking only decides which pages a capture hashes; every
+/// checkpoint must name exactly the pages that hashing all of memory names.
+#[test]
+fn checkpoints_with_dirty_page_tracking_equal_checkpoints_from_hashing_every_page() {
+    let manifests = |tracking: bool| -> Vec<Manifest> {
+        let fx = Fixture::new();
+        let generated = fx
+            .weir(&["generate", "payments", "--records", "30000", "--seed", "5"])
+            .ok();
+        fx.write("input.csv", &generated.stdout);
+        fx.write(
+            "pipeline.toml",
+            faulty_pipeline(256, "interval_records = 1024\ninterval_ms = 0\nkeep = 1000").replace(
+                &format!("{:?}", operator("faulty").display().to_string()),
+                &format!(
+                    "{:?}\n[operators.config]\nttl_minutes = 60",
+                    operator("payments-dedup").display().to_string()
+                ),
+            ),
+        );
+        let mut command = std::process::Command::new(weir_bin());
+        command
+            .args(["run", "pipeline.toml"])
+            .current_dir(fx.dir.path())
+            .env("WEIR_LOG", "warn");
+        if !tracking {
+            command.env(weir::operator::NO_DIRTY_TRACKING_ENV, "1");
+        }
+        let run: Run = command.output().unwrap().into();
+        run.ok();
+        (1..=30000u64.div_ceil(1024))
+            .map(|epoch| {
+                let mut m = manifest(&fx, epoch);
+                m.created_unix_ms = 0;
+                m.stats = Default::default();
+                m
+            })
+            .collect()
+    };
+    let tracked = manifests(true);
+    let hashed = manifests(false);
+    assert_eq!(tracked.len(), 30);
+    for (t, h) in tracked.iter().zip(&hashed) {
+        assert!(
+            t == h,
+            "epoch {}: tracked and fully hashed checkpoints differ",
+            t.epoch
+        );
+    }
+}

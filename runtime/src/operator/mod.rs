@@ -19,7 +19,7 @@ mod state;
 pub use engine::new_engine;
 pub use instance::{Fault, Limits, OperatorInstance, PreparedOperator, new_linker};
 pub use load::{ComponentCache, HANDLER_EXPORT, LoadedComponent};
-pub use state::CapturedState;
+pub use state::{CapturedState, NO_DIRTY_TRACKING_ENV};
 
 use std::path::PathBuf;
 

@@ -33,8 +33,13 @@ pub struct CapturedState {
     pub fresh_pages: Vec<(Hash, Bytes)>,
 }
 
+/// Setting this environment variable (to anything) turns dirty-page
+/// tracking off: every capture hashes every page. For comparison in tests
+/// and benchmarks, and as an escape hatch.
+pub const NO_DIRTY_TRACKING_ENV: &str = "WEIR_NO_DIRTY_TRACKING";
+
 /// Per-store record of page hashes, so a capture only copies what changed.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PageBaseline {
     /// Page hashes of each memory at the last capture or restore.
     known: Vec<Vec<Hash>>,
@@ -45,6 +50,17 @@ pub struct PageBaseline {
     untrackable: bool,
     /// Filled by `put-memory` during a capture.
     received: Vec<Option<ReceivedMemory>>,
+}
+
+impl Default for PageBaseline {
+    fn default() -> Self {
+        PageBaseline {
+            known: Vec::new(),
+            trackers: Vec::new(),
+            untrackable: std::env::var_os(NO_DIRTY_TRACKING_ENV).is_some(),
+            received: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug)]
