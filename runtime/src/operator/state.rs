@@ -319,7 +319,9 @@ impl PreparedOperator {
         let layout = &self.loaded.layout;
         if state.component != self.loaded.hash {
             return Err(fail(format!(
-                "the checkpoint was taken with component {}, but the pipeline now runs {}",
+                "the checkpoint was taken with component {}, but the pipeline now runs {} \
+                 (a different build); weir cannot carry state across components yet: run the \
+                 component the checkpoint was taken with, or start over with --from-scratch",
                 state.component, self.loaded.hash
             )));
         }
