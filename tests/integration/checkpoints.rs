@@ -438,3 +438,24 @@ fn checkpoints_with_dirty_page_tracking_equal_checkpoints_from_hashing_every_pag
         );
     }
 }
+
+#[test]
+fn resuming_with_a_different_component_is_refused_with_what_to_do() {
+    let (fx, out) = finished_run();
+    let toml = std::fs::read_to_string(fx.path("pipeline.toml"))
+        .unwrap()
+        .replace(
+            &format!("{:?}", operator("faulty").display().to_string()),
+            &format!("{:?}", operator("rides-revenue").display().to_string()),
+        );
+    fx.write("pipeline.toml", toml);
+    let message = fx.weir(&["run", "pipeline.toml"]).failed();
+    assert_contains(
+        &message,
+        &[
+            "operator `faulty`: cannot restore state: the checkpoint was taken with component",
+            "--from-scratch",
+        ],
+    );
+    assert_eq!(output(&fx), out);
+}
