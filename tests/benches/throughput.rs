@@ -30,13 +30,15 @@ fn wasm_run(records: u64, batch: usize) -> (Duration, u64) {
     let toml = format!(
         "name = \"bench\"\n[source]\nkind = \"generator\"\nprofile = \"payments\"\nrecords = {records}\nseed = 1\n\
          [[operators]]\nname = \"dedup\"\ncomponent = {:?}\n[operators.config]\nttl_minutes = 60\n\
-         [sinks.main]\nkind = \"null\"\n[batch]\nmax_records = {batch}\n",
+         [sinks.main]\nkind = \"null\"\n[batch]\nmax_records = {batch}\n\
+         [checkpoint]\nenabled = false\n",
         component.display().to_string()
     );
     let pipeline = Pipeline::parse(Path::new("bench.toml"), &toml).unwrap();
     let options = RunOptions {
         cache: ComponentCache::new(ComponentCache::default_dir()),
         stop: Default::default(),
+        from_scratch: true,
     };
     let summary = weir::run(&pipeline, &options).unwrap();
     (summary.elapsed, summary.records_out())
