@@ -87,8 +87,13 @@ impl Run {
 /// What a reader of a `parts` sink's directory sees: the published parts,
 /// concatenated in name order.
 pub fn read_parts(dir: &Path) -> Vec<u8> {
-    let mut parts: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        // Not created yet (the sink was never opened): nothing to see.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => panic!("{}: {e}", dir.display()),
+    };
+    let mut parts: Vec<PathBuf> = entries
         .map(|e| e.unwrap().path())
         .filter(|p| {
             p.file_name()

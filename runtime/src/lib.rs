@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod conformance;
 pub mod crashpoint;
+pub mod inspect;
 pub mod operator;
 pub mod pipeline;
 pub mod record;

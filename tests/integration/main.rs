@@ -10,3 +10,4 @@ mod cli;
 mod conformance;
 mod crash;
 mod examples;
+mod inspect;

@@ -24,6 +24,24 @@ impl Hash {
     pub fn of(bytes: &[u8]) -> Hash {
         Hash(*blake3::hash(bytes).as_bytes())
     }
+
+    /// Parses 64 lowercase hex digits, as [`Hash`] displays.
+    pub fn from_hex(hex: &str) -> Option<Hash> {
+        let digits = hex.as_bytes();
+        if digits.len() != 64 {
+            return None;
+        }
+        let nibble = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        let mut hash = [0; 32];
+        for (byte, pair) in hash.iter_mut().zip(digits.chunks_exact(2)) {
+            *byte = nibble(pair[0])? << 4 | nibble(pair[1])?;
+        }
+        Some(Hash(hash))
+    }
 }
 
 impl fmt::Display for Hash {
@@ -190,6 +208,16 @@ impl Manifest {
         Hash::of(&postcard::to_allocvec(&self.operators).unwrap_or_default())
     }
 
+    /// Every page this manifest references, operator by operator and memory
+    /// by memory, in address order (a page shared by two addresses comes
+    /// twice).
+    pub fn pages(&self) -> impl Iterator<Item = Hash> + '_ {
+        self.operators
+            .iter()
+            .flat_map(|op| op.memories.iter())
+            .flat_map(|m| m.pages.iter().copied())
+    }
+
     /// Encodes the manifest.
     pub fn encode(&self) -> Vec<u8> {
         postcard::to_allocvec(self).unwrap_or_else(|e| unreachable!("postcard to Vec: {e}"))
@@ -210,5 +238,19 @@ impl CommitMarker {
     /// Decodes a marker.
     pub fn decode(bytes: &[u8]) -> Result<CommitMarker, DecodeError> {
         decode(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_round_trip_through_hex_and_nothing_else_parses() {
+        let hash = Hash::of(b"page");
+        assert_eq!(Hash::from_hex(&hash.to_string()), Some(hash));
+        assert_eq!(Hash::from_hex(&hash.to_string().to_uppercase()), None);
+        assert_eq!(Hash::from_hex(&hash.to_string()[1..]), None);
+        assert_eq!(Hash::from_hex(&format!("{hash}#1")), None);
     }
 }

@@ -27,4 +27,4 @@ pub use manifest::{
     CommitMarker, EpochStats, FORMAT_VERSION, GlobalState, Hash, HeldHandle, Manifest, MemoryState,
     OperatorState, PAGE_BYTES,
 };
-pub use store::{CheckpointStore, EpochEntry, PutOutcome, StoreError};
+pub use store::{CheckpointStore, EpochEntry, PutOutcome, StoreError, StoredPage};

@@ -102,6 +102,18 @@ pub struct EpochEntry {
     pub committed: bool,
 }
 
+/// A state page found in the store by listing (for garbage collection and
+/// inspection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredPage {
+    /// The hash it is named by.
+    pub hash: Hash,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// When it was last written, by the store's clock.
+    pub last_modified: chrono::DateTime<chrono::Utc>,
+}
+
 /// The checkpoints of one pipeline in an object store.
 #[derive(Debug, Clone)]
 pub struct CheckpointStore {
@@ -223,6 +235,39 @@ impl CheckpointStore {
         &self.root
     }
 
+    /// The pipelines that have objects in this store, this one included if
+    /// it has any (for inspection), sorted.
+    pub async fn pipelines(&self) -> Result<Vec<String>, StoreError> {
+        let mut parts: Vec<_> = self.root.parts().collect();
+        parts.pop();
+        let store_root: Path = parts.into_iter().collect();
+        self.children(&store_root).await
+    }
+
+    /// The tasks of this pipeline that have objects in the store (for
+    /// inspection), sorted.
+    pub async fn tasks(&self) -> Result<Vec<String>, StoreError> {
+        self.children(&self.root.clone().join("tasks")).await
+    }
+
+    /// The valid names one level below `prefix`.
+    async fn children(&self, prefix: &Path) -> Result<Vec<String>, StoreError> {
+        let listed = self
+            .store
+            .list_with_delimiter((!prefix.as_ref().is_empty()).then_some(prefix))
+            .await
+            .map_err(|e| self.backend("list", prefix, e))?;
+        let mut names: Vec<String> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename())
+            .filter(|name| layout::is_valid_name(name))
+            .map(str::to_owned)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
     fn backend(
         &self,
         operation: &'static str,
@@ -321,6 +366,30 @@ impl CheckpointStore {
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(self.backend("head", &key, e)),
         }
+    }
+
+    /// Every page of `task` in the store, referenced or not. Objects under
+    /// `pages/` not named like a page are left out.
+    pub async fn list_pages(&self, task: &str) -> Result<Vec<StoredPage>, StoreError> {
+        self.check_task(task)?;
+        let prefix = layout::pages(&self.root, task);
+        let objects: Vec<_> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| self.backend("list", &prefix, e))?;
+        Ok(objects
+            .into_iter()
+            .filter_map(|object| {
+                let hash = object.location.filename().and_then(Hash::from_hex)?;
+                (object.location == layout::page(&self.root, task, &hash)).then_some(StoredPage {
+                    hash,
+                    bytes: object.size,
+                    last_modified: object.last_modified,
+                })
+            })
+            .collect())
     }
 
     /// Deletes a page (absent is fine).

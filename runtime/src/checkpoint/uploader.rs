@@ -184,15 +184,27 @@ async fn commit_epoch(
     Ok(manifest)
 }
 
+/// What one garbage collection deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Collected {
+    /// The epochs deleted (committed or not), oldest first.
+    pub epochs: Vec<u64>,
+    /// The pages deleted: referenced by a deleted epoch and by no kept one.
+    pub pages: Vec<Hash>,
+}
+
 /// Keeps the newest `keep` committed epochs; deletes every older epoch,
 /// committed or not, and the pages that no kept epoch references. Commit
 /// markers go first, so a crash halfway leaves garbage, never a damaged
-/// recovery point.
+/// recovery point. Epochs newer than the newest committed one are never
+/// touched. Every kept manifest is read before anything is deleted: if one
+/// cannot be read (even because another collector deleted it meanwhile),
+/// nothing is deleted and the error is returned.
 pub async fn collect_garbage(
     store: &CheckpointStore,
     task: &str,
     keep: usize,
-) -> Result<(), StoreError> {
+) -> Result<Collected, StoreError> {
     let epochs = store.epochs(task).await?;
     let committed: Vec<u64> = epochs
         .iter()
@@ -200,7 +212,7 @@ pub async fn collect_garbage(
         .map(|e| e.epoch)
         .collect();
     let Some(&oldest_kept) = committed.get(committed.len().saturating_sub(keep.max(1))) else {
-        return Ok(());
+        return Ok(Collected::default());
     };
     let victims: Vec<u64> = epochs
         .iter()
@@ -208,38 +220,34 @@ pub async fn collect_garbage(
         .filter(|&e| e < oldest_kept)
         .collect();
     if victims.is_empty() {
-        return Ok(());
+        return Ok(Collected::default());
     }
     let mut kept_pages = HashSet::new();
     for epoch in committed.iter().filter(|&&e| e >= oldest_kept) {
         // A kept epoch that cannot be read keeps every page: deleting on a
         // guess could destroy a recovery point.
         let manifest = store.read_committed(task, *epoch).await?;
-        kept_pages.extend(pages_of(&manifest));
+        kept_pages.extend(manifest.pages());
     }
     let mut doomed = HashSet::new();
-    for epoch in victims {
+    for &epoch in &victims {
         let manifest = store.read_manifest(task, epoch).await.ok().flatten();
         store.delete_epoch(task, epoch).await?;
         if let Some(manifest) = manifest {
-            doomed.extend(pages_of(&manifest).filter(|p| !kept_pages.contains(p)));
+            doomed.extend(manifest.pages().filter(|p| !kept_pages.contains(p)));
         }
     }
+    let pages: Vec<Hash> = doomed.into_iter().collect();
     futures::stream::iter(
-        doomed
-            .into_iter()
-            .map(|hash| async move { store.delete_page(task, &hash).await }),
+        pages
+            .iter()
+            .map(|hash| async move { store.delete_page(task, hash).await }),
     )
     .buffer_unordered(CONCURRENT_UPLOADS)
     .try_collect::<Vec<()>>()
     .await?;
-    Ok(())
-}
-
-fn pages_of(manifest: &Manifest) -> impl Iterator<Item = Hash> + '_ {
-    manifest
-        .operators
-        .iter()
-        .flat_map(|op| op.memories.iter())
-        .flat_map(|m| m.pages.iter().copied())
+    Ok(Collected {
+        epochs: victims,
+        pages,
+    })
 }
