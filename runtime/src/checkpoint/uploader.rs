@@ -17,9 +17,6 @@ use futures::{StreamExt, TryStreamExt};
 use super::{CheckpointStore, Hash, Manifest, StoreError};
 use crate::crashpoint;
 
-/// Uploads at once, per epoch.
-const CONCURRENT_UPLOADS: usize = 16;
-
 /// One epoch to make durable.
 pub struct EpochUpload {
     /// The manifest; `stats.upload_us` and `stats.new_bytes` are filled in
@@ -159,7 +156,7 @@ async fn commit_epoch(
             Ok::<_, StoreError>((outcome, len))
         }
     }))
-    .buffer_unordered(CONCURRENT_UPLOADS);
+    .buffer_unordered(store.upload_concurrency());
     let mut uploaded = 0usize;
     while let Some((outcome, len)) = uploads.try_next().await? {
         if outcome == super::PutOutcome::Uploaded {
@@ -243,7 +240,7 @@ pub async fn collect_garbage(
             .iter()
             .map(|hash| async move { store.delete_page(task, hash).await }),
     )
-    .buffer_unordered(CONCURRENT_UPLOADS)
+    .buffer_unordered(store.upload_concurrency())
     .try_collect::<Vec<()>>()
     .await?;
     Ok(Collected {
