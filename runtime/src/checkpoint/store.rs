@@ -364,8 +364,24 @@ impl CheckpointStore {
         bytes: Bytes,
     ) -> Result<PutOutcome, StoreError> {
         self.check_task(task)?;
-        self.put_new(&layout::page(&self.root, task, hash), bytes)
+        let key = layout::page(&self.root, task, hash);
+        if self.local_dir.is_none() {
+            return self.put_new(&key, bytes).await;
+        }
+        // On a local disk a create-if-absent put is a staging file, a hard
+        // link and an unlink; a look first and a plain (atomic, renaming)
+        // put saves two of those file system operations per page. Two
+        // writers racing write the same bytes: the name is their hash.
+        match self.store.head(&key).await {
+            Ok(_) => return Ok(PutOutcome::AlreadyPresent),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(self.backend("head", &key, e)),
+        }
+        self.store
+            .put(&key, PutPayload::from_bytes(bytes))
             .await
+            .map_err(|e| self.backend("put", &key, e))?;
+        Ok(PutOutcome::Uploaded)
     }
 
     /// Reads a page and checks it against its name.
