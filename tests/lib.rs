@@ -84,6 +84,30 @@ impl Run {
     }
 }
 
+/// A pipeline named `test` over `input.csv` through the `faulty` operator
+/// into an exactly-once `parts` sink at `out/main`, with the given batch
+/// size and `[checkpoint]` settings.
+pub fn faulty_parts_pipeline(batch: usize, checkpoint: &str) -> String {
+    format!(
+        r#"name = "test"
+[source]
+kind = "file"
+path = "input.csv"
+[[operators]]
+name = "faulty"
+component = {:?}
+[sinks.main]
+kind = "parts"
+dir = "out/main"
+[batch]
+max_records = {batch}
+[checkpoint]
+{checkpoint}
+"#,
+        operator("faulty").display().to_string()
+    )
+}
+
 /// What a reader of a `parts` sink's directory sees: the published parts,
 /// concatenated in name order.
 pub fn read_parts(dir: &Path) -> Vec<u8> {

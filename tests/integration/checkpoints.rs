@@ -5,31 +5,9 @@
 use std::path::PathBuf;
 
 use weir::checkpoint::Manifest;
-use weir_tests::{Fixture, Run, assert_contains, operator, read_parts, weir_bin};
-
-/// A pipeline over `input.csv` through `faulty` into an exactly-once
-/// `parts` sink at `out/main`, with the given batch size and checkpoint
-/// settings.
-fn faulty_pipeline(batch: usize, checkpoint: &str) -> String {
-    format!(
-        r#"name = "test"
-[source]
-kind = "file"
-path = "input.csv"
-[[operators]]
-name = "faulty"
-component = {:?}
-[sinks.main]
-kind = "parts"
-dir = "out/main"
-[batch]
-max_records = {batch}
-[checkpoint]
-{checkpoint}
-"#,
-        operator("faulty").display().to_string()
-    )
-}
+use weir_tests::{
+    Fixture, Run, assert_contains, faulty_parts_pipeline, operator, read_parts, weir_bin,
+};
 
 fn run_json(fx: &Fixture, extra: &[&str]) -> serde_json::Value {
     let mut args = vec!["run", "pipeline.toml", "--json"];
@@ -76,7 +54,7 @@ fn seed_002_crash_after_sink_write_before_commit_leaves_five_rows_counting_1_to_
     fx.write("input.csv", "a\nb\nc\nd\ne\n");
     fx.write(
         "pipeline.toml",
-        faulty_pipeline(1, "interval_records = 2\ninterval_ms = 0"),
+        faulty_parts_pipeline(1, "interval_records = 2\ninterval_ms = 0"),
     );
     // Records a and b are checkpointed (epoch 1); c is processed and its
     // row written to the sink, then weir is killed before any commit.
@@ -142,7 +120,7 @@ fn a_barrier_after_every_batch_does_not_perturb_a_guest_that_prints() {
             }
         })
         .collect();
-    barriers_do_not_perturb(&input, &|c| faulty_pipeline(16, c), 300 / 16 + 1);
+    barriers_do_not_perturb(&input, &|c| faulty_parts_pipeline(16, c), 300 / 16 + 1);
 }
 
 #[test]
@@ -191,13 +169,13 @@ fn a_restored_instance_continues_exactly_as_the_original() {
     let checkpoint = "interval_records = 20\ninterval_ms = 0";
     let reference = Fixture::new();
     reference.write("input.csv", &input);
-    reference.write("pipeline.toml", faulty_pipeline(10, checkpoint));
+    reference.write("pipeline.toml", faulty_parts_pipeline(10, checkpoint));
     let expected = run_json(&reference, &[]);
 
     for point in ["after-commit:3", "before-commit:4", "after-sink-write:5"] {
         let fx = Fixture::new();
         fx.write("input.csv", &input);
-        fx.write("pipeline.toml", faulty_pipeline(10, checkpoint));
+        fx.write("pipeline.toml", faulty_parts_pipeline(10, checkpoint));
         run_until_crash(&fx, point);
         let resumed = run_json(&fx, &[]);
         assert!(
@@ -227,7 +205,7 @@ fn a_component_whose_state_cannot_be_captured_is_refused_at_load() {
     fx.write("input.csv", "a\n");
     fx.write(
         "pipeline.toml",
-        faulty_pipeline(1, "").replace(
+        faulty_parts_pipeline(1, "").replace(
             &format!("{:?}", operator("faulty").display().to_string()),
             "\"grows-table.wasm\"",
         ),
@@ -251,7 +229,7 @@ fn finished_run() -> (Fixture, String) {
     fx.write("input.csv", &input);
     fx.write(
         "pipeline.toml",
-        faulty_pipeline(10, "interval_records = 30\ninterval_ms = 0\nkeep = 3"),
+        faulty_parts_pipeline(10, "interval_records = 30\ninterval_ms = 0\nkeep = 3"),
     );
     run_json(&fx, &[]);
     let out = output(&fx);
@@ -367,7 +345,7 @@ fn a_fault_after_checkpoints_restores_the_newest_one_and_loses_nothing() {
     input += "trap\n";
     input += &(48..=60).map(|i| format!("r{i}\n")).collect::<String>();
     fx.write("input.csv", &input);
-    let toml = faulty_pipeline(5, "interval_records = 10\ninterval_ms = 0").replace(
+    let toml = faulty_parts_pipeline(5, "interval_records = 10\ninterval_ms = 0").replace(
         "[batch]",
         "[sinks.dlq]\nkind = \"file\"\npath = \"out/dlq.jsonl\"\n[errors]\npolicy = \"dead-letter\"\ndead_letter_sink = \"dlq\"\n[batch]",
     );
@@ -400,13 +378,14 @@ fn checkpoints_with_dirty_page_tracking_equal_checkpoints_from_hashing_every_pag
         fx.write("input.csv", &generated.stdout);
         fx.write(
             "pipeline.toml",
-            faulty_pipeline(256, "interval_records = 1024\ninterval_ms = 0\nkeep = 1000").replace(
-                &format!("{:?}", operator("faulty").display().to_string()),
-                &format!(
-                    "{:?}\n[operators.config]\nttl_minutes = 60",
-                    operator("payments-dedup").display().to_string()
+            faulty_parts_pipeline(256, "interval_records = 1024\ninterval_ms = 0\nkeep = 1000")
+                .replace(
+                    &format!("{:?}", operator("faulty").display().to_string()),
+                    &format!(
+                        "{:?}\n[operators.config]\nttl_minutes = 60",
+                        operator("payments-dedup").display().to_string()
+                    ),
                 ),
-            ),
         );
         let mut command = std::process::Command::new(weir_bin());
         command

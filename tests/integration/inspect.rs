@@ -10,29 +10,9 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use weir::checkpoint::{Hash, Manifest};
-use weir_tests::{Fixture, Run, assert_contains, operator, read_parts, repo_root, weir_bin};
-
-/// `faulty` over `input.csv` into an exactly-once `parts` sink.
-fn pipeline(batch: usize, checkpoint: &str) -> String {
-    format!(
-        r#"name = "test"
-[source]
-kind = "file"
-path = "input.csv"
-[[operators]]
-name = "faulty"
-component = {:?}
-[sinks.main]
-kind = "parts"
-dir = "out/main"
-[batch]
-max_records = {batch}
-[checkpoint]
-{checkpoint}
-"#,
-        operator("faulty").display().to_string()
-    )
-}
+use weir_tests::{
+    Fixture, Run, assert_contains, faulty_parts_pipeline, operator, read_parts, repo_root, weir_bin,
+};
 
 /// `r1`..`rN`, with every tenth record printed by the guest (so it holds
 /// WASI stream handles).
@@ -74,7 +54,7 @@ fn finished_run() -> (Fixture, Value) {
     fx.write("input.csv", input(100));
     fx.write(
         "pipeline.toml",
-        pipeline(10, "interval_records = 30\ninterval_ms = 0\nkeep = 3"),
+        faulty_parts_pipeline(10, "interval_records = 30\ninterval_ms = 0\nkeep = 3"),
     );
     let run = fx.weir(&["run", "pipeline.toml", "--json"]).ok();
     let summary: Value = serde_json::from_str(&run.stdout).unwrap();
@@ -673,7 +653,7 @@ fn gc_while_a_pipeline_writes_never_damages_a_checkpoint() {
     fx.write("input.csv", input(RECORDS));
     fx.write(
         "pipeline.toml",
-        pipeline(50, "interval_records = 200\ninterval_ms = 0\nkeep = 3"),
+        faulty_parts_pipeline(50, "interval_records = 200\ninterval_ms = 0\nkeep = 3"),
     );
     let mut writer = Command::new(weir_bin())
         .args(["run", "pipeline.toml"])
