@@ -233,12 +233,7 @@ impl CheckpointStore {
             deleted += 1;
         }
         let prefix = layout::pages(&self.root, task);
-        let pages: Vec<_> = self
-            .store
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(|e| self.backend("list", &prefix, e))?;
+        let pages = self.list_all(&prefix).await?;
         for page in pages {
             match self.store.delete(&page.location).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
@@ -407,12 +402,7 @@ impl CheckpointStore {
     pub async fn list_pages(&self, task: &str) -> Result<Vec<StoredPage>, StoreError> {
         self.check_task(task)?;
         let prefix = layout::pages(&self.root, task);
-        let objects: Vec<_> = self
-            .store
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(|e| self.backend("list", &prefix, e))?;
+        let objects = self.list_all(&prefix).await?;
         Ok(objects
             .into_iter()
             .filter_map(|object| {
@@ -527,16 +517,20 @@ impl CheckpointStore {
         })
     }
 
+    /// Every object under `prefix`.
+    async fn list_all(&self, prefix: &Path) -> Result<Vec<object_store::ObjectMeta>, StoreError> {
+        self.store
+            .list(Some(prefix))
+            .try_collect()
+            .await
+            .map_err(|e| self.backend("list", prefix, e))
+    }
+
     /// The epochs of a task, oldest first.
     pub async fn epochs(&self, task: &str) -> Result<Vec<EpochEntry>, StoreError> {
         self.check_task(task)?;
         let prefix = layout::epochs(&self.root, task);
-        let objects: Vec<_> = self
-            .store
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(|e| self.backend("list", &prefix, e))?;
+        let objects = self.list_all(&prefix).await?;
         let mut entries = std::collections::BTreeMap::<u64, bool>::new();
         for object in objects {
             let mut parts = object.location.prefix_match(&prefix).into_iter().flatten();
