@@ -89,6 +89,7 @@
 //!
 //! [weir]: https://example.invalid/weir
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fmt;
 use std::str::FromStr;
@@ -106,6 +107,10 @@ pub mod bindings {
         pub_export_macro: true,
         export_macro_name: "__export_weir_operator",
         default_bindings_module: "weir_guest::bindings",
+        // `process` is exported by hand (module `abi`): wit-bindgen's glue
+        // allocates and frees every input value and every output buffer of
+        // every record; weir's reuses them.
+        skip: ["process"],
     });
 }
 
@@ -116,43 +121,48 @@ pub use types::{BatchResult, Header, Output, Rejection};
 /// One input record, read-only.
 ///
 /// Records are built by weir; [`Record::new`] and the `with_*` methods exist
-/// for tests.
+/// for tests. Inside a component, key and value borrow the memory the host
+/// wrote them to (valid for the duration of the `process` call); cloning a
+/// record copies them.
 #[derive(Debug, Clone)]
-pub struct Record {
-    inner: types::Record,
+pub struct Record<'a> {
+    key: Option<Cow<'a, [u8]>>,
+    value: Cow<'a, [u8]>,
+    timestamp_ms: Option<i64>,
+    headers: Vec<Header>,
 }
 
-impl Record {
+impl Record<'static> {
     /// A record with this value and no key, timestamp or headers.
     pub fn new(value: impl Into<Vec<u8>>) -> Self {
         Record {
-            inner: types::Record {
-                key: None,
-                value: value.into(),
-                timestamp_ms: None,
-                headers: Vec::new(),
-            },
+            key: None,
+            value: Cow::Owned(value.into()),
+            timestamp_ms: None,
+            headers: Vec::new(),
         }
     }
+}
 
+impl<'a> Record<'a> {
     /// Sets the key.
     #[must_use]
     pub fn with_key(mut self, key: impl Into<Vec<u8>>) -> Self {
-        self.inner.key = Some(key.into());
+        self.key = Some(Cow::Owned(key.into()));
         self
     }
 
     /// Sets the source timestamp (milliseconds since the Unix epoch).
     #[must_use]
     pub fn with_timestamp_ms(mut self, timestamp_ms: i64) -> Self {
-        self.inner.timestamp_ms = Some(timestamp_ms);
+        self.timestamp_ms = Some(timestamp_ms);
         self
     }
 
     /// Adds a header.
     #[must_use]
     pub fn with_header(mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
-        self.inner.headers.push(Header {
+        self.headers.push(Header {
             name: name.into(),
             value: value.into(),
         });
@@ -161,45 +171,49 @@ impl Record {
 
     /// The partitioning key, if the source has one.
     pub fn key(&self) -> Option<&[u8]> {
-        self.inner.key.as_deref()
+        self.key.as_deref()
     }
 
     /// The payload bytes.
     pub fn value(&self) -> &[u8] {
-        &self.inner.value
+        &self.value
     }
 
     /// The payload as UTF-8 text; `Err` is a ready-made rejection with the
     /// reason `record is not UTF-8`, so `record.value_str()?` works in
     /// [`Operator::process`].
     pub fn value_str(&self) -> Result<&str, Reject> {
-        std::str::from_utf8(&self.inner.value).map_err(|_| Reject::new("record is not UTF-8"))
+        std::str::from_utf8(&self.value).map_err(|_| Reject::new("record is not UTF-8"))
     }
 
     /// The timestamp the source attached (milliseconds since the Unix epoch),
     /// if any.
     pub fn timestamp_ms(&self) -> Option<i64> {
-        self.inner.timestamp_ms
+        self.timestamp_ms
     }
 
     /// All headers, in order.
     pub fn headers(&self) -> &[Header] {
-        &self.inner.headers
+        &self.headers
     }
 
     /// The value of the first header with this name.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.inner
-            .headers
+        self.headers
             .iter()
             .find(|h| h.name == name)
             .map(|h| h.value.as_slice())
     }
 }
 
-impl From<types::Record> for Record {
-    fn from(inner: types::Record) -> Self {
-        Record { inner }
+impl From<types::Record> for Record<'static> {
+    fn from(r: types::Record) -> Self {
+        Record {
+            key: r.key.map(Cow::Owned),
+            value: Cow::Owned(r.value),
+            timestamp_ms: r.timestamp_ms,
+            headers: r.headers,
+        }
     }
 }
 
@@ -208,44 +222,90 @@ impl From<types::Record> for Record {
 /// The empty sink name is the main stream (the next operator, or the sink
 /// `main` after the last operator); any other name is a side output to the
 /// sink of that name.
+///
+/// Keys and values are copied into buffers the emitter keeps from batch to
+/// batch, so emitting does not allocate once those buffers have grown to
+/// the sizes an operator emits.
 #[derive(Debug, Default)]
 pub struct Emitter {
-    outputs: Vec<Output>,
+    /// The first `len` slots are this batch's outputs; later ones are spare
+    /// buffers.
+    slots: Vec<Output>,
+    len: usize,
 }
 
 impl Emitter {
+    const fn new() -> Emitter {
+        Emitter {
+            slots: Vec::new(),
+            len: 0,
+        }
+    }
+
     /// Emits `value` to the main stream, without key.
-    pub fn emit(&mut self, value: impl Into<Vec<u8>>) {
-        self.push(String::new(), None, value.into());
+    pub fn emit(&mut self, value: impl AsRef<[u8]>) {
+        self.push("", None, value.as_ref());
     }
 
     /// Emits `value` with `key` to the main stream.
-    pub fn emit_keyed(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
-        self.push(String::new(), Some(key.into()), value.into());
+    pub fn emit_keyed(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        self.push("", Some(key.as_ref()), value.as_ref());
     }
 
     /// Emits to the named sink (`""` is the main stream).
-    pub fn emit_to(&mut self, sink: &str, key: Option<&[u8]>, value: impl Into<Vec<u8>>) {
-        self.push(sink.to_owned(), key.map(<[u8]>::to_vec), value.into());
+    pub fn emit_to(&mut self, sink: &str, key: Option<&[u8]>, value: impl AsRef<[u8]>) {
+        self.push(sink, key, value.as_ref());
     }
 
     /// Emits a fully built output (for example one with headers).
     pub fn emit_output(&mut self, output: Output) {
-        self.outputs.push(output);
+        match self.slots.get_mut(self.len) {
+            Some(slot) => *slot = output,
+            None => self.slots.push(output),
+        }
+        self.len += 1;
     }
 
     /// Outputs emitted so far in this batch (including earlier records').
     pub fn outputs(&self) -> &[Output] {
-        &self.outputs
+        &self.slots[..self.len]
     }
 
-    fn push(&mut self, sink: String, key: Option<Vec<u8>>, value: Vec<u8>) {
-        self.outputs.push(Output {
-            sink,
-            key,
-            value,
-            headers: Vec::new(),
-        });
+    fn push(&mut self, sink: &str, key: Option<&[u8]>, value: &[u8]) {
+        if self.len == self.slots.len() {
+            self.slots.push(Output {
+                sink: String::new(),
+                key: None,
+                value: Vec::new(),
+                headers: Vec::new(),
+            });
+        }
+        let slot = &mut self.slots[self.len];
+        self.len += 1;
+        slot.sink.clear();
+        slot.sink.push_str(sink);
+        match key {
+            Some(key) => {
+                let buf = slot.key.get_or_insert_with(Vec::new);
+                buf.clear();
+                buf.extend_from_slice(key);
+            }
+            None => slot.key = None,
+        }
+        slot.value.clear();
+        slot.value.extend_from_slice(value);
+        slot.headers.clear();
+    }
+
+    /// Drops the outputs from index `len` on (keeping their buffers).
+    fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// The outputs, moved out.
+    fn take(mut self) -> Vec<Output> {
+        self.slots.truncate(self.len);
+        self.slots
     }
 }
 
@@ -384,42 +444,39 @@ pub trait Operator: Sized + 'static {
     /// Handles one record: emit outputs to `out`, or return `Err` to reject
     /// the record. Outputs emitted by a record that is then rejected are
     /// discarded; state changes are not, so reject before mutating.
-    fn process(&mut self, record: &Record, out: &mut Emitter) -> Result<(), Reject>;
+    fn process(&mut self, record: &Record<'_>, out: &mut Emitter) -> Result<(), Reject>;
 }
 
 /// Runs `records` through `op` exactly as the exported `process` does:
 /// outputs in order, the outputs of rejected records dropped, one rejection
 /// per refused record. Useful for native unit tests.
-pub fn run_batch<T: Operator>(op: &mut T, records: Vec<Record>) -> BatchResult {
-    run_batch_iter(op, records.len(), records)
+pub fn run_batch<T: Operator>(op: &mut T, records: Vec<Record<'_>>) -> BatchResult {
+    let mut out = Emitter::new();
+    let mut rejections = Vec::new();
+    run_records(op, records, &mut out, &mut rejections);
+    BatchResult {
+        outputs: out.take(),
+        rejections,
+    }
 }
 
-fn run_batch_iter<T, I>(op: &mut T, len: usize, records: I) -> BatchResult
-where
-    T: Operator,
-    I: IntoIterator,
-    I::Item: Into<Record>,
-{
-    // Most operators emit about one output per record.
-    let mut out = Emitter {
-        outputs: Vec::with_capacity(len),
-    };
-    let mut rejections = Vec::new();
+/// The loop of `process`, shared by the component export and [`run_batch`].
+fn run_records<'r, T: Operator>(
+    op: &mut T,
+    records: impl IntoIterator<Item = Record<'r>>,
+    out: &mut Emitter,
+    rejections: &mut Vec<Rejection>,
+) {
     // Lists in the component model have u32 lengths, so indexes fit.
     for (index, record) in (0u32..).zip(records) {
-        let record: Record = record.into();
-        let mark = out.outputs.len();
-        if let Err(reject) = op.process(&record, &mut out) {
-            out.outputs.truncate(mark);
+        let mark = out.len;
+        if let Err(reject) = op.process(&record, out) {
+            out.truncate(mark);
             rejections.push(Rejection {
                 index,
                 reason: reject.reason,
             });
         }
-    }
-    BatchResult {
-        outputs: out.outputs,
-        rejections,
     }
 }
 
@@ -489,33 +546,106 @@ pub mod log {
 pub mod __private {
     use super::*;
 
+    #[cfg(target_arch = "wasm32")]
+    pub use crate::abi::export_process;
     pub use crate::bindings::exports::weir::operator::handler::Guest;
     pub use types::Record as WitRecord;
 
+    /// Everything an exported operator keeps between calls.
+    pub struct Exported<T> {
+        pub(crate) op: Option<T>,
+        pub(crate) out: Emitter,
+        pub(crate) rejections: Vec<Rejection>,
+        /// The canonical-ABI image of the last batch result (see `abi`).
+        #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+        pub(crate) lowered: Lowered,
+    }
+
     /// The slot an exported operator lives in.
-    pub type Slot<T> = RefCell<Option<T>>;
+    pub type Slot<T> = RefCell<Exported<T>>;
+
+    /// An empty slot.
+    pub const fn slot<T>() -> Slot<T> {
+        RefCell::new(Exported {
+            op: None,
+            out: Emitter::new(),
+            rejections: Vec::new(),
+            lowered: Lowered::new(),
+        })
+    }
 
     /// `handler.init`: builds the operator and stores it.
     pub fn init<T: Operator>(slot: &Slot<T>, config: Vec<(String, String)>) -> Result<(), String> {
+        // After a successful `init` the host lowers arguments into the
+        // arena, which wit-bindgen's `init` glue would free as if they were
+        // heap allocations: trap before anything is freed.
+        #[cfg(target_arch = "wasm32")]
+        if crate::abi::is_ready() {
+            panic!("weir_guest: `init` called twice");
+        }
         let op = T::init(&Config::from(config))?;
-        *slot.borrow_mut() = Some(op);
+        slot.borrow_mut().op = Some(op);
+        #[cfg(target_arch = "wasm32")]
+        crate::abi::ready();
         Ok(())
     }
 
-    /// `handler.process`: runs a batch through the stored operator.
+    impl<T: Operator> Exported<T> {
+        /// Runs a batch through the stored operator; the result stays in
+        /// `out` and `rejections` until the next batch.
+        pub(crate) fn process<'r>(&mut self, records: impl IntoIterator<Item = Record<'r>>) {
+            let Some(op) = self.op.as_mut() else {
+                panic!(
+                    "weir_guest: `process` called before a successful `init` \
+                     (operator {})",
+                    std::any::type_name::<T>()
+                );
+            };
+            self.out.truncate(0);
+            self.rejections.clear();
+            run_records(op, records, &mut self.out, &mut self.rejections);
+        }
+    }
+
+    /// `handler.process` with owned records (what the export does, minus
+    /// the canonical ABI); for tests.
     pub fn process<T: Operator>(slot: &Slot<T>, batch: Vec<WitRecord>) -> BatchResult {
-        let mut guard = slot.borrow_mut();
-        let Some(op) = guard.as_mut() else {
-            panic!(
-                "weir_guest: `process` called before a successful `init` \
-                 (operator {})",
-                std::any::type_name::<T>()
-            );
-        };
-        let len = batch.len();
-        run_batch_iter(op, len, batch)
+        let mut state = slot.borrow_mut();
+        state.process(batch.into_iter().map(Record::from));
+        BatchResult {
+            outputs: state.out.outputs().to_vec(),
+            rejections: state.rejections.clone(),
+        }
     }
 }
+
+/// Buffers holding a batch result in the canonical ABI layout, reused from
+/// batch to batch.
+#[derive(Debug)]
+pub(crate) struct Lowered {
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    outputs: Vec<[u32; 9]>,
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    headers: Vec<[u32; 4]>,
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    rejections: Vec<[u32; 3]>,
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    result: [u32; 4],
+}
+
+impl Lowered {
+    const fn new() -> Lowered {
+        Lowered {
+            outputs: Vec::new(),
+            headers: Vec::new(),
+            rejections: Vec::new(),
+            result: [0; 4],
+        }
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+mod abi;
 
 /// Exports an [`Operator`] as the component's `handler`.
 ///
@@ -541,7 +671,7 @@ macro_rules! export_operator {
         const _: () = {
             ::std::thread_local! {
                 static __WEIR_OPERATOR: $crate::__private::Slot<$ty> =
-                    const { ::core::cell::RefCell::new(::core::option::Option::None) };
+                    const { $crate::__private::slot() };
             }
 
             #[allow(dead_code)] // Only the wasm export glue names it.
@@ -553,12 +683,6 @@ macro_rules! export_operator {
                 ) -> ::core::result::Result<(), ::std::string::String> {
                     __WEIR_OPERATOR.with(|slot| $crate::__private::init::<$ty>(slot, config))
                 }
-
-                fn process(
-                    batch: ::std::vec::Vec<$crate::__private::WitRecord>,
-                ) -> $crate::BatchResult {
-                    __WEIR_OPERATOR.with(|slot| $crate::__private::process::<$ty>(slot, batch))
-                }
             }
 
             // Component exports only make sense in a wasm module (natively,
@@ -567,6 +691,19 @@ macro_rules! export_operator {
             $crate::bindings::__export_weir_operator!(
                 __WeirExport with_types_in $crate::bindings
             );
+
+            /// `weir:operator/handler.process`, lowered by hand (see the
+            /// SDK's `abi` module).
+            #[cfg(target_arch = "wasm32")]
+            #[allow(unsafe_code)]
+            #[unsafe(export_name = "weir:operator/handler@0.1.0#process")]
+            unsafe extern "C" fn __weir_process(records: *const u8, len: usize) -> *mut u8 {
+                // SAFETY: the component model calls this export with a
+                // `list<record>` it lowered into this instance's memory.
+                __WEIR_OPERATOR.with(|slot| unsafe {
+                    $crate::__private::export_process::<$ty>(slot, records, len)
+                })
+            }
         };
     };
 }
@@ -661,7 +798,7 @@ mod tests {
 
     #[test]
     fn export_glue_init_then_process() {
-        let slot: __private::Slot<Echo> = RefCell::new(None);
+        let slot: __private::Slot<Echo> = __private::slot();
         assert!(__private::init(&slot, vec![("start".into(), "x".into())]).is_err());
         __private::init(&slot, vec![("start".into(), "41".into())]).unwrap();
         let r = __private::process(
@@ -679,8 +816,67 @@ mod tests {
     #[test]
     #[should_panic(expected = "called before a successful `init`")]
     fn process_before_init_panics() {
-        let slot: __private::Slot<Echo> = RefCell::new(None);
+        let slot: __private::Slot<Echo> = __private::slot();
         let _ = __private::process(&slot, vec![]);
+    }
+
+    /// The emitter reuses its slots: later batches, shorter outputs, a key
+    /// that goes away and headers from `emit_output` never leak into the
+    /// next output.
+    #[test]
+    fn emitter_slots_are_reused_cleanly() {
+        let slot: __private::Slot<Echo> = __private::slot();
+        __private::init(&slot, vec![]).unwrap();
+        let full = __private::process(
+            &slot,
+            vec![types::Record {
+                key: Some(b"long key".to_vec()),
+                value: b"a long first value".to_vec(),
+                timestamp_ms: None,
+                headers: vec![],
+            }],
+        );
+        assert_eq!(full.outputs.len(), 2);
+        let next = __private::process(
+            &slot,
+            vec![types::Record {
+                key: None,
+                value: b"b".to_vec(),
+                timestamp_ms: None,
+                headers: vec![],
+            }],
+        );
+        type Row<'a> = (&'a str, Option<&'a [u8]>, &'a [u8], usize);
+        let got: Vec<Row<'_>> = next
+            .outputs
+            .iter()
+            .map(|o| {
+                let (sink, key) = (o.sink.as_str(), o.key.as_deref());
+                (sink, key, o.value.as_slice(), o.headers.len())
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![("", None, &b"first:b"[..], 0), ("side", None, b"2", 0)]
+        );
+
+        let mut out = Emitter::default();
+        out.emit_output(Output {
+            sink: "s".into(),
+            key: Some(b"k".to_vec()),
+            value: b"v".to_vec(),
+            headers: vec![Header {
+                name: "h".into(),
+                value: b"1".to_vec(),
+            }],
+        });
+        out.truncate(0);
+        out.emit("plain");
+        let [o] = out.outputs() else {
+            panic!("one output expected");
+        };
+        assert_eq!((o.sink.as_str(), &o.key), ("", &None));
+        assert_eq!((o.value.as_slice(), o.headers.len()), (&b"plain"[..], 0));
     }
 
     #[test]

@@ -458,3 +458,104 @@ fn oracle_cases() {
     let u = "pay-x,m-\u{dc},5,EUR,-5,card-1,caf\u{e9} \u{2615}".to_owned();
     assert_eq!(run_ttl(60, &[u.clone(), u]), ["m-\u{dc},pay-x,5,EUR,5,1"]);
 }
+
+/// The word-at-a-time number parser agrees with `str::parse` (restricted to
+/// plain digits) on every length and on every byte that is almost a digit.
+#[test]
+fn number_parsing_matches_std() {
+    let reference = |s: &[u8]| -> Result<u64, bool> {
+        if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+            return Err(true);
+        }
+        std::str::from_utf8(s)
+            .unwrap()
+            .parse::<u64>()
+            .map_err(|_| false)
+    };
+    let got = |s: &[u8]| match parse_u64(s) {
+        Ok(n) => Ok(n),
+        Err(BadNumber::Syntax) => Err(true),
+        Err(BadNumber::Range) => Err(false),
+    };
+    let mut rng = Rng(7);
+    for len in 0..=22usize {
+        for _ in 0..300 {
+            let mut s: Vec<u8> = (0..len).map(|_| b'0' + rng.below(10) as u8).collect();
+            assert_eq!(got(&s), reference(&s), "{}", String::from_utf8_lossy(&s));
+            if len > 0 {
+                let i = rng.below(len as u64) as usize;
+                for bad in [b'/', b':', b' ', 0, 0x80 | b'5', 0xb0, b'a', b'-', 0x3f] {
+                    s[i] = bad;
+                    assert_eq!(got(&s), reference(&s), "{:?}", s);
+                }
+            }
+        }
+    }
+    for s in [
+        "18446744073709551615",
+        "18446744073709551616",
+        "9999999999999999999",
+    ] {
+        assert_eq!(got(s.as_bytes()), reference(s.as_bytes()), "{s}");
+    }
+    assert_eq!(compact_key(b"pay-12345678901:"), None);
+    assert_eq!(compact_key(b"pay-1234567/9012"), None);
+    assert_eq!(compact_key(b"pay-123456789012"), Some(123_456_789_012));
+}
+
+#[test]
+fn short_keys_are_one_to_one() {
+    let mut seen = HashMap::new();
+    let names: Vec<Vec<u8>> = (0..=17usize)
+        .flat_map(|len| {
+            [vec![b'a'; len], vec![0u8; len], {
+                let mut v = vec![b'a'; len];
+                if let Some(b) = v.last_mut() {
+                    *b = 0;
+                }
+                v
+            }]
+        })
+        .collect();
+    for name in &names {
+        match ShortKey::new(name) {
+            Some(k) => {
+                assert!(name.len() <= 16);
+                if let Some(other) = seen.insert(k, name.clone()) {
+                    assert_eq!(&other, name, "collision");
+                }
+            }
+            None => assert!(name.len() > 16),
+        }
+    }
+    // Long and short merchants both keep their own totals.
+    let mut op = PaymentsDedup::new(60 * MIN);
+    let long = "merchant-with-a-rather-long-id";
+    for (i, m) in ["m", long, "m", long, "m\0"].iter().enumerate() {
+        let got = one(&mut op, &format!("k{i},{m},1,EUR,5,c,d")).unwrap();
+        assert!(
+            got[0].1.ends_with(match i {
+                0 | 1 | 4 => ",1,1",
+                _ => ",2,2",
+            }),
+            "{got:?}"
+        );
+    }
+}
+
+/// Ids that differ only in their last bytes must still spread over the
+/// low bits (the bucket) and the top 7 bits (hashbrown's tag).
+#[test]
+fn hash_spreads_short_ids() {
+    use std::collections::HashSet;
+    use std::hash::BuildHasher;
+    let hashes: Vec<u64> = (0..200)
+        .map(|i| {
+            FastBuild::default().hash_one(ShortKey::new(format!("merchant-{i:03}").as_bytes()))
+        })
+        .collect();
+    let low: HashSet<u64> = hashes.iter().map(|h| h & 255).collect();
+    let tags: HashSet<u64> = hashes.iter().map(|h| h >> 57).collect();
+    assert!(low.len() > 100, "{} distinct low bytes", low.len());
+    assert!(tags.len() > 64, "{} distinct tags", tags.len());
+}

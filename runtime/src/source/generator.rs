@@ -132,44 +132,18 @@ impl GeneratorSource {
 }
 
 /// Appends `n` in decimal, zero-padded to at least `width` digits (what
-/// `format!("{n:0width$}")` writes for a `u64`, for `width <= 20`).
-fn push_padded(out: &mut Vec<u8>, mut n: u64, width: usize) {
-    let mut buf = [b'0'; 20];
-    let mut start = buf.len();
-    while n >= 100 {
-        let pair = (n % 100) as usize * 2;
-        n /= 100;
-        start -= 2;
-        buf[start..start + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
-    }
-    if n >= 10 {
-        let pair = n as usize * 2;
-        start -= 2;
-        buf[start..start + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
-    } else {
-        start -= 1;
-        buf[start] = b'0' + n as u8;
-    }
-    // `buf` is prefilled with zeros: padding is moving `start` back.
-    let start = start.min(buf.len() - width.min(buf.len()));
-    out.extend_from_slice(&buf[start..]);
+/// `format!("{n:0width$}")` writes for a `u64`).
+fn push_padded(out: &mut Vec<u8>, n: u64, width: usize) {
+    let mut buf = itoa::Buffer::new();
+    let digits = buf.format(n).as_bytes();
+    out.resize(out.len() + width.saturating_sub(digits.len()), b'0');
+    out.extend_from_slice(digits);
 }
 
 /// Appends `n` in decimal (what `format!("{n}")` writes for an `i64`).
 fn push_i64(out: &mut Vec<u8>, n: i64) {
-    if n < 0 {
-        out.push(b'-');
-    }
-    push_padded(out, n.unsigned_abs(), 1);
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
-
-/// `"00010203...99"`: two digits per entry.
-const DIGIT_PAIRS: &[u8; 200] = b"\
-    0001020304050607080910111213141516171819\
-    2021222324252627282930313233343536373839\
-    4041424344454647484950515253545556575859\
-    6061626364656667686970717273747576777879\
-    8081828384858687888990919293949596979899";
 
 /// Sebastiano Vigna's splitmix64 finalizer: a fast, well-mixed, stable hash.
 fn splitmix64(mut z: u64) -> u64 {
@@ -188,15 +162,12 @@ impl Source for GeneratorSource {
         let end = self.records.min(self.next.saturating_add(max as u64));
         batch.records.reserve((end - self.next) as usize);
         batch.positions.reserve((end - self.next) as usize);
-        // Each record owns its value, so one allocation per record stays;
-        // format into a reused buffer and copy out at the exact size.
-        let mut line = Vec::with_capacity(128);
         while self.next < end {
-            self.value_of(self.next, &mut line);
-            batch.push(
-                Record::from_value(line.as_slice().to_vec()),
-                Position::Sequence(self.next),
-            );
+            // Each record owns its value: one allocation per record, which
+            // the line is formatted into directly.
+            let mut value = Vec::with_capacity(112);
+            self.value_of(self.next, &mut value);
+            batch.push(Record::from_value(value), Position::Sequence(self.next));
             self.next += 1;
         }
         Ok(if self.next >= self.records {

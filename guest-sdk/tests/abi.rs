@@ -1,0 +1,177 @@
+//! The SDK's hand-written canonical ABI for `process` (`src/abi.rs`)
+//! against wasmtime's: builds `examples/echo.rs` for `wasm32-wasip2` and
+//! checks that keys, values, timestamps, headers, side outputs, large
+//! outputs and rejections all round-trip, over batches of changing sizes
+//! (so the input arena grows, overflows and is reused).
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+#[path = "../../runtime/snapshot/tests/common/guest.rs"]
+mod guest_build;
+
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+wasmtime::component::bindgen!({ path: "../wit", world: "operator" });
+
+use weir::operator::types::{Header, Level, Record};
+
+struct Host {
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for Host {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl weir::operator::types::Host for Host {}
+
+impl weir::operator::host::Host for Host {
+    fn log(&mut self, _level: Level, _message: String) {}
+}
+
+/// Builds `tests/echo` for `wasm32-wasip2` with the helper the snapshot
+/// tests use for their guests (one copy of the cargo invocation).
+fn echo_component() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/echo");
+    guest_build::cargo_build_wasip2(&dir, "sdk-abi", &[]).join("weir_guest_test_echo.wasm")
+}
+
+type Row = (String, Option<Vec<u8>>, Vec<u8>, Vec<(String, Vec<u8>)>);
+
+fn header_pairs(headers: &[Header]) -> Vec<(String, Vec<u8>)> {
+    headers
+        .iter()
+        .map(|h| (h.name.clone(), h.value.clone()))
+        .collect()
+}
+
+/// What `tests/echo` emits for `batch`, `seen` records in.
+fn expected(batch: &[Record], seen: &mut u64) -> (Vec<Row>, Vec<(u32, String)>) {
+    let mut outputs = Vec::new();
+    let mut rejections = Vec::new();
+    for (index, r) in batch.iter().enumerate() {
+        *seen += 1;
+        if r.value.starts_with(b"reject") {
+            let reason = format!("rejected {}", String::from_utf8_lossy(&r.value));
+            rejections.push((index as u32, reason));
+            continue;
+        }
+        let side = format!("n={seen} ts={:?}", r.timestamp_ms).into_bytes();
+        outputs.push(("side".into(), r.key.clone(), side, vec![]));
+        if r.value.starts_with(b"big") {
+            outputs.push((String::new(), None, vec![b'x'; 300_000], vec![]));
+        }
+        let mut headers = header_pairs(&r.headers);
+        headers.push(("count".into(), seen.to_string().into_bytes()));
+        outputs.push((String::new(), r.key.clone(), r.value.clone(), headers));
+        if r.key.is_none() {
+            outputs.push((String::new(), None, b"no key".to_vec(), vec![]));
+        }
+    }
+    (outputs, rejections)
+}
+
+fn record(i: usize, round: usize) -> Record {
+    let long = vec![b'h'; i * 13 % 50];
+    let value = match i % 9 {
+        0 => b"reject-me".to_vec(),
+        1 => b"big".to_vec(),
+        2 => Vec::new(),
+        3 => vec![b'v'; (i * 997 + round * 131) % 70_000],
+        _ => format!("value-{round}-{i}").into_bytes(),
+    };
+    let headers: Vec<(&str, &[u8])> = match i % 4 {
+        0 => vec![],
+        1 => vec![("a", b"1")],
+        2 => vec![("a", b""), ("bb", &long)],
+        _ => vec![("", b"z"), ("x", &long), ("ключ", b"2")],
+    };
+    Record {
+        key: (!i.is_multiple_of(3)).then(|| format!("key{i}").into_bytes()),
+        value,
+        timestamp_ms: (!i.is_multiple_of(5)).then_some(-(i as i64) * 1000 + round as i64),
+        headers: headers
+            .into_iter()
+            .map(|(name, value)| Header {
+                name: name.to_owned(),
+                value: value.to_vec(),
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn process_round_trips_every_field() {
+    let mut config = Config::new();
+    config.wasm_component_model(true).consume_fuel(true);
+    let engine = Engine::new(&config).unwrap();
+    let component = Component::from_file(&engine, echo_component()).unwrap();
+    let mut linker: Linker<Host> = Linker::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
+    Operator::add_to_linker::<Host, HasSelf<Host>>(&mut linker, |h| h).unwrap();
+    let host = Host {
+        wasi: WasiCtx::builder().build(),
+        table: ResourceTable::new(),
+    };
+    let mut store = Store::new(&engine, host);
+    store.set_fuel(u64::MAX).unwrap();
+    let op = Operator::instantiate(&mut store, &component, &linker).unwrap();
+    let handler = op.weir_operator_handler();
+    handler.call_init(&mut store, &[]).unwrap().unwrap();
+
+    let mut seen = 0;
+    for round in 0..60 {
+        // 1..=40 records, some with values far larger than the arena.
+        let batch: Vec<Record> = (0..round * 7 % 40 + 1).map(|i| record(i, round)).collect();
+        let result = handler.call_process(&mut store, &batch).unwrap();
+        let (outputs, rejections) = expected(&batch, &mut seen);
+        let got: Vec<Row> = result
+            .outputs
+            .iter()
+            .map(|o| {
+                let headers = header_pairs(&o.headers);
+                (o.sink.clone(), o.key.clone(), o.value.clone(), headers)
+            })
+            .collect();
+        assert_eq!(got.len(), outputs.len(), "round {round}");
+        for (got, want) in got.iter().zip(&outputs) {
+            assert_eq!(got, want, "round {round}");
+        }
+        let got: Vec<(u32, String)> = result
+            .rejections
+            .iter()
+            .map(|r| (r.index, r.reason.clone()))
+            .collect();
+        assert_eq!(got, rejections, "round {round}");
+    }
+    // A second `init` (a host breaking the contract) traps instead of
+    // freeing arena memory as if it were heap memory.
+    assert!(handler.call_init(&mut store, &[]).is_err());
+
+    // Config keys are still checked by the wit-bindgen `init` glue.
+    let mut store2 = Store::new(
+        &engine,
+        Host {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+        },
+    );
+    store2.set_fuel(u64::MAX).unwrap();
+    let op = Operator::instantiate(&mut store2, &component, &linker).unwrap();
+    let err = op
+        .weir_operator_handler()
+        .call_init(&mut store2, &[("x".into(), "1".into())])
+        .unwrap()
+        .unwrap_err();
+    assert!(err.contains("unknown config key `x`"), "{err}");
+}
