@@ -177,10 +177,16 @@ impl Fixture {
 
     /// Runs `weir ARGS...` in the fixture directory.
     pub fn weir(&self, args: &[&str]) -> Run {
+        self.weir_with_env(args, &[])
+    }
+
+    /// Runs `weir ARGS...` in the fixture directory with extra environment.
+    pub fn weir_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         Command::new(weir_bin())
             .args(args)
             .current_dir(self.dir.path())
             .env("WEIR_LOG", "warn")
+            .envs(env.iter().copied())
             .output()
             .unwrap()
             .into()

@@ -295,12 +295,23 @@ pub unsafe fn export_process<T: Operator>(
     records: *const u8,
     len: usize,
 ) -> *mut u8 {
+    // SAFETY: `run_batch` rewinds the arena only after the records are
+    // gone.
+    run_batch(slot, (0..len).map(|i| unsafe { record(records, i) }))
+}
+
+/// Runs `records` (lazily decoded, borrowing the arena) through the
+/// operator and returns the lowered `batch-result`; the arena is rewound
+/// once they are gone.
+fn run_batch<'a, T: Operator>(
+    slot: &Slot<T>,
+    records: impl Iterator<Item = Record<'a>>,
+) -> *mut u8 {
     #[cfg(target_arch = "wasm32")]
     wit_bindgen::rt::run_ctors_once();
     ARENA.with(|a| a.active.set(false));
     let mut state = slot.borrow_mut();
-    // SAFETY: the arena is only rewound below, after the records are gone.
-    state.process((0..len).map(|i| unsafe { record(records, i) }));
+    state.process(records);
     let Exported {
         out,
         rejections,
@@ -313,4 +324,90 @@ pub unsafe fn export_process<T: Operator>(
         a.active.set(true);
     });
     result
+}
+
+/// `packed-handler.process-packed` (see `wit/packed.wit`).
+///
+/// # Safety
+///
+/// Called by the component model with a `list<u8>` (`batch`, `len`) it
+/// lowered into this instance's memory.
+pub unsafe fn export_process_packed<T: Operator>(
+    slot: &Slot<T>,
+    batch: *const u8,
+    len: usize,
+) -> *mut u8 {
+    // SAFETY: the host lowered `len` bytes at `batch`; `run_batch` rewinds
+    // the arena only after the records borrowing them are gone.
+    let bytes: &[u8] = if len == 0 {
+        &[]
+    } else {
+        unsafe { std::slice::from_raw_parts(batch, len) }
+    };
+    run_batch(slot, Packed::new(bytes))
+}
+
+/// The records of a packed batch, decoded in place. weir encodes the batch,
+/// so a malformed one is a bug of the host: it traps.
+struct Packed<'a> {
+    rest: &'a [u8],
+    left: u32,
+}
+
+impl<'a> Packed<'a> {
+    fn new(mut bytes: &'a [u8]) -> Packed<'a> {
+        let left = take_u32(&mut bytes);
+        Packed { rest: bytes, left }
+    }
+}
+
+impl<'a> Iterator for Packed<'a> {
+    type Item = Record<'a>;
+
+    fn next(&mut self) -> Option<Record<'a>> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let r = &mut self.rest;
+        let flags = take(r, 1)[0];
+        let timestamp_ms = (flags & 2 != 0).then(|| {
+            let mut b = [0; 8];
+            b.copy_from_slice(take(r, 8));
+            i64::from_le_bytes(b)
+        });
+        let key = (flags & 1 != 0).then(|| Cow::Borrowed(take_list(r)));
+        let value = Cow::Borrowed(take_list(r));
+        let headers = (0..take_u32(r))
+            .map(|_| Header {
+                name: String::from_utf8_lossy(take_list(r)).into_owned(),
+                value: take_list(r).to_vec(),
+            })
+            .collect();
+        Some(Record {
+            key,
+            value,
+            timestamp_ms,
+            headers,
+        })
+    }
+}
+
+fn take<'a>(bytes: &mut &'a [u8], n: usize) -> &'a [u8] {
+    let Some((head, tail)) = bytes.split_at_checked(n) else {
+        panic!("weir_guest: packed batch truncated (the host's encoding is broken)");
+    };
+    *bytes = tail;
+    head
+}
+
+fn take_u32(bytes: &mut &[u8]) -> u32 {
+    let mut b = [0; 4];
+    b.copy_from_slice(take(bytes, 4));
+    u32::from_le_bytes(b)
+}
+
+fn take_list<'a>(bytes: &mut &'a [u8]) -> &'a [u8] {
+    let n = take_u32(bytes) as usize;
+    take(bytes, n)
 }

@@ -103,14 +103,15 @@ use std::str::FromStr;
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "weir:operator/operator",
+        world: "weir:operator/operator-packed",
         pub_export_macro: true,
         export_macro_name: "__export_weir_operator",
         default_bindings_module: "weir_guest::bindings",
         // `process` is exported by hand (module `abi`): wit-bindgen's glue
         // allocates and frees every input value and every output buffer of
         // every record; weir's reuses them.
-        skip: ["process"],
+        // `process-packed` likewise (see `wit/packed.wit`).
+        skip: ["process", "process-packed"],
     });
 }
 
@@ -547,7 +548,7 @@ pub mod __private {
     use super::*;
 
     #[cfg(target_arch = "wasm32")]
-    pub use crate::abi::export_process;
+    pub use crate::abi::{export_process, export_process_packed};
     pub use crate::bindings::exports::weir::operator::handler::Guest;
     pub use types::Record as WitRecord;
 
@@ -702,6 +703,19 @@ macro_rules! export_operator {
                 // `list<record>` it lowered into this instance's memory.
                 __WEIR_OPERATOR.with(|slot| unsafe {
                     $crate::__private::export_process::<$ty>(slot, records, len)
+                })
+            }
+
+            /// `weir:operator/packed-handler.process-packed`, the same with
+            /// the batch in one byte list (`wit/packed.wit`).
+            #[cfg(target_arch = "wasm32")]
+            #[allow(unsafe_code)]
+            #[unsafe(export_name = "weir:operator/packed-handler@0.1.0#process-packed")]
+            unsafe extern "C" fn __weir_process_packed(batch: *const u8, len: usize) -> *mut u8 {
+                // SAFETY: the component model calls this export with a
+                // `list<u8>` it lowered into this instance's memory.
+                __WEIR_OPERATOR.with(|slot| unsafe {
+                    $crate::__private::export_process_packed::<$ty>(slot, batch, len)
                 })
             }
         };

@@ -1,8 +1,9 @@
 //! The SDK's hand-written canonical ABI for `process` (`src/abi.rs`)
-//! against wasmtime's: builds `examples/echo.rs` for `wasm32-wasip2` and
+//! against wasmtime's: builds `tests/echo` for `wasm32-wasip2` and
 //! checks that keys, values, timestamps, headers, side outputs, large
 //! outputs and rejections all round-trip, over batches of changing sizes
-//! (so the input arena grows, overflows and is reused).
+//! (so the input arena grows, overflows and is reused), through both
+//! `handler.process` and `packed-handler.process-packed`.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -15,7 +16,7 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-wasmtime::component::bindgen!({ path: "../wit", world: "operator" });
+wasmtime::component::bindgen!({ path: "../wit", world: "operator-packed" });
 
 use weir::operator::types::{Header, Level, Record};
 
@@ -110,6 +111,32 @@ fn record(i: usize, round: usize) -> Record {
     }
 }
 
+/// `batch` in the grammar documented in `wit/packed.wit` (written from that
+/// text, independently of weir's encoder).
+fn pack(batch: &[Record]) -> Vec<u8> {
+    fn list(out: &mut Vec<u8>, bytes: &[u8]) {
+        out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        out.extend_from_slice(bytes);
+    }
+    let mut out = (batch.len() as u32).to_le_bytes().to_vec();
+    for r in batch {
+        out.push(u8::from(r.key.is_some()) | (u8::from(r.timestamp_ms.is_some()) << 1));
+        if let Some(ts) = r.timestamp_ms {
+            out.extend_from_slice(&ts.to_le_bytes());
+        }
+        if let Some(key) = &r.key {
+            list(&mut out, key);
+        }
+        list(&mut out, &r.value);
+        out.extend_from_slice(&(r.headers.len() as u32).to_le_bytes());
+        for h in &r.headers {
+            list(&mut out, h.name.as_bytes());
+            list(&mut out, &h.value);
+        }
+    }
+    out
+}
+
 #[test]
 fn process_round_trips_every_field() {
     let mut config = Config::new();
@@ -118,22 +145,31 @@ fn process_round_trips_every_field() {
     let component = Component::from_file(&engine, echo_component()).unwrap();
     let mut linker: Linker<Host> = Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
-    Operator::add_to_linker::<Host, HasSelf<Host>>(&mut linker, |h| h).unwrap();
+    OperatorPacked::add_to_linker::<Host, HasSelf<Host>>(&mut linker, |h| h).unwrap();
     let host = Host {
         wasi: WasiCtx::builder().build(),
         table: ResourceTable::new(),
     };
     let mut store = Store::new(&engine, host);
     store.set_fuel(u64::MAX).unwrap();
-    let op = Operator::instantiate(&mut store, &component, &linker).unwrap();
+    let op = OperatorPacked::instantiate(&mut store, &component, &linker).unwrap();
     let handler = op.weir_operator_handler();
+    let packed = op.weir_operator_packed_handler();
     handler.call_init(&mut store, &[]).unwrap().unwrap();
 
     let mut seen = 0;
     for round in 0..60 {
         // 1..=40 records, some with values far larger than the arena.
         let batch: Vec<Record> = (0..round * 7 % 40 + 1).map(|i| record(i, round)).collect();
-        let result = handler.call_process(&mut store, &batch).unwrap();
+        // Both exports, alternately, on one instance: same state, same
+        // results.
+        let result = if round % 2 == 0 {
+            handler.call_process(&mut store, &batch).unwrap()
+        } else {
+            packed
+                .call_process_packed(&mut store, &pack(&batch))
+                .unwrap()
+        };
         let (outputs, rejections) = expected(&batch, &mut seen);
         let got: Vec<Row> = result
             .outputs
@@ -167,7 +203,7 @@ fn process_round_trips_every_field() {
         },
     );
     store2.set_fuel(u64::MAX).unwrap();
-    let op = Operator::instantiate(&mut store2, &component, &linker).unwrap();
+    let op = OperatorPacked::instantiate(&mut store2, &component, &linker).unwrap();
     let err = op
         .weir_operator_handler()
         .call_init(&mut store2, &[("x".into(), "1".into())])

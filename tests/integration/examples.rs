@@ -8,6 +8,18 @@ use weir_tests::{Fixture, read_parts, repo_root};
 /// Runs `examples/<name>/pipeline.toml` (with its component paths made
 /// absolute) on `records` generated records, and the example's oracle.
 fn run_example(name: &str, records: u64, seed: u64, outputs: &[&str]) -> Fixture {
+    run_example_with_env(name, records, seed, outputs, &[]).0
+}
+
+/// [`run_example`] with extra environment for `weir run`; also returns what
+/// the run printed on stderr.
+fn run_example_with_env(
+    name: &str,
+    records: u64,
+    seed: u64,
+    outputs: &[&str],
+    env: &[(&str, &str)],
+) -> (Fixture, String) {
     let fx = Fixture::new();
     let example = repo_root().join("examples").join(name);
     let generated = fx
@@ -27,7 +39,7 @@ fn run_example(name: &str, records: u64, seed: u64, outputs: &[&str]) -> Fixture
         "pipeline.toml",
         toml.replace("../../operators/build", &build.display().to_string()),
     );
-    let run = fx.weir(&["run", "pipeline.toml"]).ok();
+    let run = fx.weir_with_env(&["run", "pipeline.toml"], env).ok();
     assert!(
         run.stderr.contains(&format!("{records} records in")),
         "{}",
@@ -61,7 +73,7 @@ fn run_example(name: &str, records: u64, seed: u64, outputs: &[&str]) -> Fixture
             );
         }
     }
-    fx
+    (fx, run.stderr)
 }
 
 #[test]
@@ -87,9 +99,29 @@ fn payments_output_equals_the_oracle() {
 
 #[test]
 fn rides_output_equals_the_oracle() {
-    let fx = run_example("rides", 50_000, 2, &["revenue.csv", "late.csv"]);
+    let env = [("WEIR_LOG", "weir::operator=debug")];
+    let (fx, log) = run_example_with_env("rides", 50_000, 2, &["revenue.csv", "late.csv"], &env);
+    // Components built with the SDK take their batches packed.
+    assert!(
+        log.contains("batches go through packed-handler.process-packed"),
+        "{log}"
+    );
     assert!(
         !read_parts(&fx.path("out/late")).is_empty(),
         "the data set should have late rides"
     );
+}
+
+/// The SDK exports both `handler.process` and `process-packed`; weir uses
+/// the packed one. Components of v0.1 have only `process`: the same example
+/// through it gives the same output.
+#[test]
+fn payments_output_equals_the_oracle_through_unpacked_process() {
+    let env = [
+        (weir::operator::NO_PACKED_BATCHES_ENV, "1"),
+        ("WEIR_LOG", "weir::operator=debug"),
+    ];
+    let (_, log) = run_example_with_env("payments", 20_000, 3, &["ledger.csv"], &env);
+    assert!(log.contains("batches go through handler.process"), "{log}");
+    assert!(!log.contains("process-packed"), "{log}");
 }

@@ -12,6 +12,7 @@ use super::bindings::weir::operator::{host, types};
 use super::bindings::{Operator, OperatorPre};
 use super::guest_output::GuestOutput;
 use super::load::{ComponentCache, LoadedComponent};
+use super::packed::{self, ProcessPacked};
 use super::state::PageBaseline;
 use crate::record::{BatchResult, Record};
 
@@ -297,11 +298,19 @@ impl PreparedOperator {
         )?;
         let instance = self.pre.instance_pre().instantiate(&mut store)?;
         let bindings = Operator::new(&mut store, &instance)?;
+        let process_packed = ProcessPacked::find(&mut store, &instance)?;
+        tracing::debug!(
+            operator = %self.name,
+            "batches go through {}",
+            if process_packed.is_some() { "packed-handler.process-packed" } else { "handler.process" }
+        );
         Ok(OperatorInstance {
             name: self.name.clone(),
             store,
             instance,
             bindings,
+            process_packed,
+            packed: Vec::new(),
             limits: self.limits,
             guest_output: [stdout, stderr],
         })
@@ -314,6 +323,10 @@ pub struct OperatorInstance {
     pub(super) store: Store<HostState>,
     pub(super) instance: Instance,
     bindings: Operator,
+    /// `packed-handler.process-packed`, called instead of `process` when the
+    /// component exports it, with the batch encoded into `packed`.
+    process_packed: Option<ProcessPacked>,
+    packed: Vec<u8>,
     limits: Limits,
     guest_output: [GuestOutput; 2],
 }
@@ -334,11 +347,18 @@ impl OperatorInstance {
             out.clear_tail();
         }
         self.store.data_mut().limiter.refused_bytes = None;
-        let call = self.store.set_fuel(fuel).and_then(|()| {
-            self.bindings
-                .weir_operator_handler()
-                .call_process(&mut self.store, batch)
-        });
+        let call = self
+            .store
+            .set_fuel(fuel)
+            .and_then(|()| match self.process_packed {
+                Some(process) if packed::encode(batch, &mut self.packed) => {
+                    process.call(&mut self.store, &self.packed)
+                }
+                _ => self
+                    .bindings
+                    .weir_operator_handler()
+                    .call_process(&mut self.store, batch),
+            });
         call.map_err(|error| OperatorError::Fault {
             operator: self.name.to_string(),
             fault: self.classify(error, batch.len(), fuel),

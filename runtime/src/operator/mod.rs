@@ -14,11 +14,13 @@ mod engine;
 mod guest_output;
 mod instance;
 mod load;
+mod packed;
 mod state;
 
 pub use engine::new_engine;
 pub use instance::{Fault, Limits, OperatorInstance, PreparedOperator, new_linker};
 pub use load::{ComponentCache, HANDLER_EXPORT, LoadedComponent};
+pub use packed::NO_PACKED_BATCHES_ENV;
 pub use state::{CapturedState, NO_DIRTY_TRACKING_ENV};
 
 use std::path::PathBuf;
