@@ -282,6 +282,49 @@ impl Lowered {
         self.result = [op, ol, rp, rl];
         self.result.as_mut_ptr().cast()
     }
+
+    /// Encodes `outputs` and `rejections` into one byte list in the grammar
+    /// of `wit/packed.wit`; returns the address of that `list<u8>`.
+    fn lower_packed(
+        &mut self,
+        outputs: &[super::Output],
+        rejections: &[super::Rejection],
+    ) -> *mut u8 {
+        let p = &mut self.packed;
+        p.clear();
+        push_u32(p, outputs.len());
+        for o in outputs {
+            p.push(u8::from(o.key.is_some()));
+            push_list(p, o.sink.as_bytes());
+            if let Some(key) = &o.key {
+                push_list(p, key);
+            }
+            push_list(p, &o.value);
+            push_u32(p, o.headers.len());
+            for h in &o.headers {
+                push_list(p, h.name.as_bytes());
+                push_list(p, &h.value);
+            }
+        }
+        push_u32(p, rejections.len());
+        for r in rejections {
+            p.extend_from_slice(&r.index.to_le_bytes());
+            push_list(p, r.reason.as_bytes());
+        }
+        let [lp, ll] = list(p);
+        self.result = [lp, ll, 0, 0];
+        self.result.as_mut_ptr().cast()
+    }
+}
+
+/// Lengths fit in 32 bits: everything here lives in a 32-bit memory.
+fn push_u32(out: &mut Vec<u8>, n: usize) {
+    out.extend_from_slice(&(n as u32).to_le_bytes());
+}
+
+fn push_list(out: &mut Vec<u8>, bytes: &[u8]) {
+    push_u32(out, bytes.len());
+    out.extend_from_slice(bytes);
 }
 
 /// `handler.process`.
@@ -297,15 +340,20 @@ pub unsafe fn export_process<T: Operator>(
 ) -> *mut u8 {
     // SAFETY: `run_batch` rewinds the arena only after the records are
     // gone.
-    run_batch(slot, (0..len).map(|i| unsafe { record(records, i) }))
+    run_batch(
+        slot,
+        (0..len).map(|i| unsafe { record(records, i) }),
+        Lowered::lower,
+    )
 }
 
 /// Runs `records` (lazily decoded, borrowing the arena) through the
-/// operator and returns the lowered `batch-result`; the arena is rewound
-/// once they are gone.
+/// operator and returns the result as `lower` writes it; the arena is
+/// rewound once the records are gone.
 fn run_batch<'a, T: Operator>(
     slot: &Slot<T>,
     records: impl Iterator<Item = Record<'a>>,
+    lower: fn(&mut Lowered, &[super::Output], &[super::Rejection]) -> *mut u8,
 ) -> *mut u8 {
     #[cfg(target_arch = "wasm32")]
     wit_bindgen::rt::run_ctors_once();
@@ -318,7 +366,7 @@ fn run_batch<'a, T: Operator>(
         lowered,
         ..
     } = &mut *state;
-    let result = lowered.lower(out.outputs(), rejections);
+    let result = lower(lowered, out.outputs(), rejections);
     ARENA.with(|a| {
         a.rewind();
         a.active.set(true);
@@ -344,7 +392,7 @@ pub unsafe fn export_process_packed<T: Operator>(
     } else {
         unsafe { std::slice::from_raw_parts(batch, len) }
     };
-    run_batch(slot, Packed::new(bytes))
+    run_batch(slot, Packed::new(bytes), Lowered::lower_packed)
 }
 
 /// The records of a packed batch, decoded in place. weir encodes the batch,

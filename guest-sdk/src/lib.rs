@@ -632,6 +632,9 @@ pub(crate) struct Lowered {
     rejections: Vec<[u32; 3]>,
     #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
     result: [u32; 4],
+    /// The result of `process-packed`, encoded.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    packed: Vec<u8>,
 }
 
 impl Lowered {
@@ -641,6 +644,7 @@ impl Lowered {
             headers: Vec::new(),
             rejections: Vec::new(),
             result: [0; 4],
+            packed: Vec::new(),
         }
     }
 }

@@ -137,6 +137,40 @@ fn pack(batch: &[Record]) -> Vec<u8> {
     out
 }
 
+/// Decodes a `process-packed` result (grammar of `wit/packed.wit`).
+fn unpack_result(mut bytes: &[u8]) -> (Vec<Row>, Vec<(u32, String)>) {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> &'a [u8] {
+        let (head, tail) = b.split_at(n);
+        *b = tail;
+        head
+    }
+    fn u32_(b: &mut &[u8]) -> u32 {
+        u32::from_le_bytes(take(b, 4).try_into().unwrap())
+    }
+    fn list(b: &mut &[u8]) -> Vec<u8> {
+        let n = u32_(b) as usize;
+        take(b, n).to_vec()
+    }
+    fn string(b: &mut &[u8]) -> String {
+        String::from_utf8(list(b)).unwrap()
+    }
+    let b = &mut bytes;
+    let outputs = (0..u32_(b))
+        .map(|_| {
+            let flags = take(b, 1)[0];
+            assert!(flags <= 1, "output flags {flags}");
+            let sink = string(b);
+            let key = (flags == 1).then(|| list(b));
+            let value = list(b);
+            let headers = (0..u32_(b)).map(|_| (string(b), list(b))).collect();
+            (sink, key, value, headers)
+        })
+        .collect();
+    let rejections = (0..u32_(b)).map(|_| (u32_(b), string(b))).collect();
+    assert!(bytes.is_empty(), "{} trailing bytes", bytes.len());
+    (outputs, rejections)
+}
+
 #[test]
 fn process_round_trips_every_field() {
     let mut config = Config::new();
@@ -163,32 +197,34 @@ fn process_round_trips_every_field() {
         let batch: Vec<Record> = (0..round * 7 % 40 + 1).map(|i| record(i, round)).collect();
         // Both exports, alternately, on one instance: same state, same
         // results.
-        let result = if round % 2 == 0 {
-            handler.call_process(&mut store, &batch).unwrap()
+        let (got, got_rejections) = if round % 2 == 0 {
+            let result = handler.call_process(&mut store, &batch).unwrap();
+            let outputs = result
+                .outputs
+                .iter()
+                .map(|o| {
+                    let headers = header_pairs(&o.headers);
+                    (o.sink.clone(), o.key.clone(), o.value.clone(), headers)
+                })
+                .collect();
+            let rejections = result
+                .rejections
+                .iter()
+                .map(|r| (r.index, r.reason.clone()))
+                .collect();
+            (outputs, rejections)
         } else {
-            packed
+            let result = packed
                 .call_process_packed(&mut store, &pack(&batch))
-                .unwrap()
+                .unwrap();
+            unpack_result(&result)
         };
         let (outputs, rejections) = expected(&batch, &mut seen);
-        let got: Vec<Row> = result
-            .outputs
-            .iter()
-            .map(|o| {
-                let headers = header_pairs(&o.headers);
-                (o.sink.clone(), o.key.clone(), o.value.clone(), headers)
-            })
-            .collect();
         assert_eq!(got.len(), outputs.len(), "round {round}");
         for (got, want) in got.iter().zip(&outputs) {
             assert_eq!(got, want, "round {round}");
         }
-        let got: Vec<(u32, String)> = result
-            .rejections
-            .iter()
-            .map(|r| (r.index, r.reason.clone()))
-            .collect();
-        assert_eq!(got, rejections, "round {round}");
+        assert_eq!(got_rejections, rejections, "round {round}");
     }
     // A second `init` (a host breaking the contract) traps instead of
     // freeing arena memory as if it were heap memory.
