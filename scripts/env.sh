@@ -8,8 +8,14 @@ export WEIR_ROOT
 export WEIR_CACHE="${WEIR_CACHE:-$HOME/.cache/weir}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$WEIR_CACHE/target}"
 export WEIR_CACHE_DIR="${WEIR_CACHE_DIR:-$WEIR_CACHE}"
-export WEIR_BIN="$CARGO_TARGET_DIR/debug/weir"
+# A copy per checkout: `$CARGO_TARGET_DIR/debug/weir` is shared by every
+# checkout that builds into the same cache, so another checkout's build can
+# replace it in the middle of this one's tests.
+export WEIR_BIN="$WEIR_ROOT/target/bin/weir"
 WEIR_TOOLCHAIN="1.95.0"
 export RUSTUP_TOOLCHAIN="$WEIR_TOOLCHAIN"
 if [ -d "$HOME/.cargo/bin" ]; then export PATH="$HOME/.cargo/bin:$PATH"; fi
+# Go (for building MinIO, the S3 server of the tests) where its installer
+# puts it, in case the shell that runs us did not read a profile.
+if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then export PATH="/usr/local/go/bin:$PATH"; fi
 step() { printf '\n== %s\n' "$*" >&2; }

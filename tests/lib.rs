@@ -6,6 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod services;
+pub mod topics;
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -29,6 +32,15 @@ pub fn weir_bin() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// A benchmark setting from the environment variable `name`, or `default`
+/// when it is unset or does not parse.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// A built operator component, e.g. `operator("faulty")`.
@@ -190,6 +202,14 @@ impl Fixture {
             .output()
             .unwrap()
             .into()
+    }
+
+    /// What `weir generate PROFILE --records N --seed S` prints.
+    pub fn generate(&self, profile: &str, records: u64, seed: u64) -> String {
+        let records = records.to_string();
+        let seed = seed.to_string();
+        let args = ["generate", profile, "--records", &records, "--seed", &seed];
+        self.weir(&args).ok().stdout
     }
 
     /// Writes `pipeline.toml` and runs `weir run` on it.

@@ -119,6 +119,8 @@ use bindings::weir::operator::types;
 
 pub use types::{BatchResult, Header, Output, Rejection};
 
+pub mod recorded;
+
 /// One input record, read-only.
 ///
 /// Records are built by weir; [`Record::new`] and the `with_*` methods exist

@@ -52,6 +52,9 @@ pub struct PipelineSpec {
     /// When and where operator state is checkpointed.
     #[serde(default)]
     pub checkpoint: CheckpointSpec,
+    /// What operators may call, and what weir records for replays.
+    #[serde(default)]
+    pub determinism: DeterminismSpec,
 }
 
 /// `[source]`: where records come from.
@@ -81,6 +84,125 @@ pub enum SourceSpec {
         #[serde(default)]
         seed: u64,
     },
+    /// A Kafka topic. Every partition is a task with its own operator
+    /// instances and checkpoints (task name `<topic>-<partition>`);
+    /// positions are offsets. Partitions are shared out among the `weir`
+    /// processes running this pipeline through Kafka's consumer-group
+    /// protocol (group `group`), unless `partitions` lists them. Records
+    /// are read with `isolation.level = read_committed`.
+    Kafka(KafkaSourceSpec),
+}
+
+/// `[source] kind = "kafka"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSourceSpec {
+    /// Brokers to connect to first, `host:port[,host:port...]`. Required.
+    pub bootstrap: String,
+    /// The topic to read. Required. Letters, digits, `.`, `_`, `-`; at most
+    /// 120 characters (it names tasks and checkpoint directories).
+    pub topic: String,
+    /// The consumer group: processes with the same group share the
+    /// partitions, and exactly-once Kafka sinks commit the consumed offsets
+    /// to it. Required.
+    pub group: String,
+    /// Where a partition with no checkpoint and no committed offset starts:
+    /// `earliest` (default) or `latest` (resolved once, when its task
+    /// starts).
+    #[serde(default)]
+    pub start: KafkaStart,
+    /// Read exactly these partitions instead of joining the group's
+    /// partition assignment (no rebalancing; offsets are still committed to
+    /// `group`). Default: unset, the group assigns.
+    #[serde(default)]
+    pub partitions: Option<Vec<u32>>,
+    /// End the run once every partition this process holds is read to its
+    /// end (for backfills and tests). Default `false`: run until stopped.
+    #[serde(default)]
+    pub stop_at_end: bool,
+    /// librdkafka consumer properties, e.g. `"session.timeout.ms" = 10000`.
+    /// Those weir sets itself (`bootstrap.servers`, `group.id`,
+    /// `enable.auto.commit`, `isolation.level`, `auto.offset.reset`,
+    /// `enable.partition.eof`) are refused. Default empty.
+    #[serde(default)]
+    pub properties: BTreeMap<String, ConfigValue>,
+}
+
+/// Where a Kafka partition without checkpoint starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KafkaStart {
+    /// The oldest record the partition still holds.
+    #[default]
+    Earliest,
+    /// The end of the partition: only records written later are read.
+    Latest,
+}
+
+/// How a Kafka sink delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KafkaDelivery {
+    /// One Kafka transaction per task and epoch holding the epoch's outputs
+    /// and the consumed offsets, committed after the checkpoint; a
+    /// `read_committed` reader sees every output exactly once. Needs a
+    /// Kafka source and checkpoints.
+    ExactlyOnce,
+    /// An idempotent producer, flushed at every barrier: nothing is lost,
+    /// and after a crash outputs since the last checkpoint are written
+    /// again.
+    AtLeastOnce,
+}
+
+/// `[sinks.NAME] kind = "kafka"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkSpec {
+    /// The topic to write. Required. Each output's key and headers become
+    /// the record's; the partition is chosen from the key by librdkafka's
+    /// partitioner.
+    pub topic: String,
+    /// `exactly-once` or `at-least-once`. Required.
+    pub delivery: KafkaDelivery,
+    /// Brokers, `host:port[,...]`. Default: the Kafka source's `bootstrap`
+    /// (required without a Kafka source).
+    #[serde(default)]
+    pub bootstrap: Option<String>,
+    /// librdkafka producer properties, e.g. `"linger.ms" = 20`. Those weir
+    /// sets itself (`bootstrap.servers`, `transactional.id`,
+    /// `enable.idempotence`) are refused. All exactly-once Kafka sinks of a
+    /// pipeline share one transactional producer per task, so they must
+    /// have the same `bootstrap` and `properties`. Default empty.
+    #[serde(default)]
+    pub properties: BTreeMap<String, ConfigValue>,
+}
+
+/// Consumer properties weir sets itself.
+const KAFKA_SOURCE_OWN_PROPERTIES: [&str; 6] = [
+    "bootstrap.servers",
+    "group.id",
+    "enable.auto.commit",
+    "isolation.level",
+    "auto.offset.reset",
+    "enable.partition.eof",
+];
+
+/// Producer properties weir sets itself.
+const KAFKA_SINK_OWN_PROPERTIES: [&str; 3] = [
+    "bootstrap.servers",
+    "transactional.id",
+    "enable.idempotence",
+];
+
+/// librdkafka's default `transaction.timeout.ms`, which weir keeps.
+pub const KAFKA_TRANSACTION_TIMEOUT_MS: u64 = 60_000;
+
+/// Properties as librdkafka takes them: `(key, value)` strings.
+pub fn kafka_properties(properties: &BTreeMap<String, ConfigValue>) -> Vec<(String, String)> {
+    properties
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_string()))
+        .collect()
 }
 
 fn default_max_line_bytes() -> usize {
@@ -183,6 +305,8 @@ pub enum SinkSpec {
     Stdout,
     /// Counts outputs and drops them. For benchmarks.
     Null,
+    /// A Kafka topic, exactly once (transactions) or at least once.
+    Kafka(KafkaSinkSpec),
 }
 
 fn default_parts_extension() -> String {
@@ -342,6 +466,132 @@ impl Default for CheckpointSpec {
     }
 }
 
+/// `[determinism]`: what an operator may call and how its recorded inputs
+/// are made (docs/determinism.md).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeterminismSpec {
+    /// What happens to a component that imports what weir denies (files,
+    /// sockets, HTTP, interfaces weir does not provide): `strict` (default)
+    /// refuses it at load, naming every such import; `trap` loads it, and a
+    /// call to a denied function traps (the error policy applies).
+    #[serde(default)]
+    pub denied: crate::operator::DeniedPolicy,
+    /// Seed of the operators' random streams (`wasi:random`), a number.
+    /// Default: 32 bytes from the operating system, drawn when a task first
+    /// starts and recorded in every checkpoint; a resumed task always keeps
+    /// the seed it started with.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Outside reads operators may make through `weir:operator/recorded`.
+    #[serde(default)]
+    pub lookups: LookupsSpec,
+}
+
+/// `[determinism.lookups]`: what `http-get` and `read-file` may reach. Each
+/// answer is recorded before the operator gets it and replayed from the
+/// record afterwards.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupsSpec {
+    /// URL prefixes `http-get` may fetch (`http://` or `https://`). A URL is
+    /// allowed if it equals an entry, or starts with an entry that ends in
+    /// `/`. Default empty: no HTTP.
+    #[serde(default)]
+    pub http: Vec<String>,
+    /// Files `read-file` may read, written exactly as operators ask for
+    /// them; a relative one is relative to the pipeline file. Default
+    /// empty: no files.
+    #[serde(default)]
+    pub files: Vec<String>,
+    /// Timeout of one HTTP GET, in milliseconds (a timeout is recorded as a
+    /// failed lookup). Default 10,000.
+    #[serde(default = "default_lookup_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Longest answer (HTTP body or file) in bytes; a longer one is recorded
+    /// as `too-large`. Default 1,048,576 (1 MiB), at most 64 MiB.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: u64,
+}
+
+fn default_lookup_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_max_response_bytes() -> u64 {
+    1 << 20
+}
+
+impl Default for LookupsSpec {
+    fn default() -> Self {
+        LookupsSpec {
+            http: Vec::new(),
+            files: Vec::new(),
+            timeout_ms: default_lookup_timeout_ms(),
+            max_response_bytes: default_max_response_bytes(),
+        }
+    }
+}
+
+impl Pipeline {
+    /// What `[determinism.lookups]` allows, with files resolved against the
+    /// pipeline file's directory.
+    pub fn lookup_policy(&self) -> crate::operator::LookupPolicy {
+        let lookups = &self.spec.determinism.lookups;
+        let base = self.file.parent().unwrap_or(Path::new("."));
+        crate::operator::LookupPolicy {
+            http: lookups
+                .http
+                .iter()
+                .filter_map(|u| crate::operator::recorded::normalize_url(u).ok())
+                .collect(),
+            files: lookups
+                .files
+                .iter()
+                .map(|name| (name.clone(), base.join(name)))
+                .collect(),
+            timeout: std::time::Duration::from_millis(lookups.timeout_ms),
+            max_response_bytes: lookups.max_response_bytes,
+        }
+    }
+}
+
+fn validate_determinism(spec: &DeterminismSpec) -> Result<(), (String, String)> {
+    let lookups = &spec.lookups;
+    for (i, url) in lookups.http.iter().enumerate() {
+        crate::operator::recorded::normalize_url(url).map_err(|e| {
+            (
+                format!("determinism.lookups.http[{i}]"),
+                format!("`{url}` is not a URL weir can fetch: {e}"),
+            )
+        })?;
+    }
+    for (i, file) in lookups.files.iter().enumerate() {
+        if file.is_empty() {
+            return Err((
+                format!("determinism.lookups.files[{i}]"),
+                "must not be empty".into(),
+            ));
+        }
+    }
+    if lookups.timeout_ms == 0 {
+        return Err((
+            "determinism.lookups.timeout_ms".into(),
+            "must be > 0".into(),
+        ));
+    }
+    if !(1..=64 << 20).contains(&lookups.max_response_bytes) {
+        return Err((
+            "determinism.lookups.max_response_bytes".into(),
+            format!(
+                "must be in 1..=67108864 (64 MiB), got {}",
+                lookups.max_response_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Name of the sink that receives the last operator's main stream.
 pub const MAIN_SINK: &str = "main";
 
@@ -488,6 +738,8 @@ fn validate(spec: &PipelineSpec) -> Result<(), (String, String)> {
             ));
         }
     }
+    validate_kafka(spec)?;
+    validate_determinism(&spec.determinism)?;
     match (spec.errors.policy, &spec.errors.dead_letter_sink) {
         (ErrorPolicy::DeadLetter, None) => {
             return Err((
@@ -509,6 +761,164 @@ fn validate(spec: &PipelineSpec) -> Result<(), (String, String)> {
     Ok(())
 }
 
+/// Whether `topic` is a name Kafka accepts and weir can use in task names.
+fn valid_topic(topic: &str) -> bool {
+    !topic.is_empty()
+        && topic.len() <= 120
+        && topic != "."
+        && topic != ".."
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn validate_kafka(spec: &PipelineSpec) -> Result<(), (String, String)> {
+    let own = |key: &str, name: &str, owned: &[&str]| -> Result<(), (String, String)> {
+        if owned.contains(&name) {
+            return Err((
+                key.to_owned(),
+                format!(
+                    "`{name}` is set by weir and cannot be overridden (weir sets: {})",
+                    owned.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    };
+    let source = match &spec.source {
+        SourceSpec::Kafka(source) => {
+            for (key, value) in [
+                ("source.bootstrap", &source.bootstrap),
+                ("source.group", &source.group),
+            ] {
+                if value.trim().is_empty() {
+                    return Err((key.into(), "must not be empty".into()));
+                }
+            }
+            if !valid_topic(&source.topic) {
+                return Err((
+                    "source.topic".into(),
+                    format!(
+                        "`{}` is not a usable topic name: 1 to 120 letters, digits, `.`, `_` or `-`",
+                        source.topic
+                    ),
+                ));
+            }
+            if let Some(partitions) = &source.partitions {
+                let mut seen = std::collections::BTreeSet::new();
+                if partitions.is_empty() {
+                    return Err(("source.partitions".into(), "must list at least one partition (or leave it out to join the group's assignment)".into()));
+                }
+                for p in partitions {
+                    if !seen.insert(*p) || *p > i32::MAX as u32 {
+                        return Err((
+                            "source.partitions".into(),
+                            format!("partition {p} is listed twice or out of range"),
+                        ));
+                    }
+                }
+            }
+            for name in source.properties.keys() {
+                own("source.properties", name, &KAFKA_SOURCE_OWN_PROPERTIES)?;
+            }
+            Some(source)
+        }
+        _ => None,
+    };
+    let mut exactly_once: Option<(&str, String, &BTreeMap<String, ConfigValue>)> = None;
+    for (name, sink) in &spec.sinks {
+        let SinkSpec::Kafka(sink) = sink else {
+            continue;
+        };
+        let key = |field: &str| format!("sinks.{name}.{field}");
+        if !valid_topic(&sink.topic) {
+            return Err((
+                key("topic"),
+                format!(
+                    "`{}` is not a usable topic name: 1 to 120 letters, digits, `.`, `_` or `-`",
+                    sink.topic
+                ),
+            ));
+        }
+        for property in sink.properties.keys() {
+            own(&key("properties"), property, &KAFKA_SINK_OWN_PROPERTIES)?;
+        }
+        let bootstrap = match (&sink.bootstrap, source) {
+            (Some(b), _) if b.trim().is_empty() => {
+                return Err((key("bootstrap"), "must not be empty".into()));
+            }
+            (Some(b), _) => b.clone(),
+            (None, Some(source)) => source.bootstrap.clone(),
+            (None, None) => {
+                return Err((
+                    key("bootstrap"),
+                    "required (there is no Kafka source to take it from)".into(),
+                ));
+            }
+        };
+        if sink.delivery != KafkaDelivery::ExactlyOnce {
+            continue;
+        }
+        if source.is_none() {
+            return Err((
+                key("delivery"),
+                "exactly-once commits the consumed offsets in the sink's transaction, so it needs a Kafka source; use at-least-once, or a `parts` sink for exactly-once files".into(),
+            ));
+        }
+        let checkpoint = &spec.checkpoint;
+        if !checkpoint.enabled {
+            return Err((
+                key("delivery"),
+                "exactly-once commits an epoch's outputs when its checkpoint is stored, so it needs checkpoint.enabled = true".into(),
+            ));
+        }
+        if checkpoint.keep < 3 {
+            return Err((
+                "checkpoint.keep".into(),
+                format!(
+                    "must be at least 3 with an exactly-once Kafka sink (the checkpoint its last committed transaction matches must outlive the next one, and one that a fenced process may still commit), got {}",
+                    checkpoint.keep
+                ),
+            ));
+        }
+        let timeout_ms = sink
+            .properties
+            .get("transaction.timeout.ms")
+            .map(|v| v.to_string().parse::<u64>())
+            .transpose()
+            .map_err(|_| {
+                (
+                    key("properties"),
+                    "transaction.timeout.ms must be a whole number of milliseconds".to_owned(),
+                )
+            })?
+            .unwrap_or(KAFKA_TRANSACTION_TIMEOUT_MS);
+        if checkpoint.interval_ms > 0 && checkpoint.interval_ms.saturating_mul(2) > timeout_ms {
+            return Err((
+                "checkpoint.interval_ms".into(),
+                format!(
+                    "{} ms is too long for sink `{name}`: an epoch's transaction stays open for about one interval and must stay well under transaction.timeout.ms ({timeout_ms} ms): use at most half of it, or raise transaction.timeout.ms in sinks.{name}.properties",
+                    checkpoint.interval_ms
+                ),
+            ));
+        }
+        match &exactly_once {
+            None => exactly_once = Some((name, bootstrap, &sink.properties)),
+            Some((first, b, p)) => {
+                if *b != bootstrap || kafka_properties(p) != kafka_properties(&sink.properties) {
+                    return Err((
+                        key("properties"),
+                        format!(
+                            "exactly-once Kafka sinks `{first}` and `{name}` share one transactional producer per task, so their bootstrap and properties must be the same"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn resolve_paths(spec: &mut PipelineSpec, base: &Path) {
     let resolve = |p: &mut PathBuf| {
         if p.is_relative() {
@@ -525,7 +935,7 @@ fn resolve_paths(spec: &mut PipelineSpec, base: &Path) {
         match sink {
             SinkSpec::File { path } => resolve(path),
             SinkSpec::Parts { dir, .. } => resolve(dir),
-            SinkSpec::Stdout | SinkSpec::Null => {}
+            SinkSpec::Stdout | SinkSpec::Null | SinkSpec::Kafka(_) => {}
         }
     }
     let store = &mut spec.checkpoint.store;
@@ -655,6 +1065,107 @@ path = "out/x.csv"
             "{err}"
         );
         assert!(err.contains("used twice"), "{err}");
+    }
+
+    #[test]
+    fn determinism_settings_are_checked_and_located() {
+        let p = parse(MINIMAL).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            p.spec.determinism.denied,
+            crate::operator::DeniedPolicy::Strict
+        );
+        let text = MINIMAL.to_string()
+            + "[determinism]\ndenied = \"trap\"\nseed = 7\n[determinism.lookups]\nhttp = [\"ftp://x/\"]\n";
+        let err = parse(&text).err().unwrap_or_default();
+        assert_eq!(
+            err,
+            "/p/pipeline.toml:19:1: determinism.lookups.http[0]: `ftp://x/` is not a URL weir can fetch: scheme `ftp` (only http and https)"
+        );
+        let text = MINIMAL.to_string() + "[determinism]\ndenied = \"warn\"\n";
+        let err = parse(&text).err().unwrap_or_default();
+        assert!(err.starts_with("/p/pipeline.toml:16:10: "), "{err}");
+        assert!(err.contains("unknown variant `warn`"), "{err}");
+        let text = MINIMAL.to_string()
+            + "[determinism.lookups]\nfiles = [\"rates.json\"]\nhttp = [\"http://127.0.0.1:9/r/\"]\n";
+        let p = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+        let policy = p.lookup_policy();
+        assert_eq!(
+            policy.files,
+            vec![("rates.json".to_string(), PathBuf::from("/p/rates.json"))]
+        );
+        assert_eq!(policy.http, vec!["http://127.0.0.1:9/r/".to_string()]);
+    }
+
+    const KAFKA: &str = r#"
+name = "t"
+[source]
+kind = "kafka"
+bootstrap = "127.0.0.1:9092"
+topic = "in"
+group = "g"
+[source.properties]
+"session.timeout.ms" = 10000
+[sinks.main]
+kind = "kafka"
+topic = "out"
+delivery = "exactly-once"
+"#;
+
+    #[test]
+    fn kafka_source_and_sink_parse_with_defaults() -> Result<(), String> {
+        let p = parse(KAFKA)?;
+        let SourceSpec::Kafka(source) = &p.spec.source else {
+            return Err("not a kafka source".into());
+        };
+        assert_eq!(source.start, KafkaStart::Earliest);
+        assert!(!source.stop_at_end && source.partitions.is_none());
+        assert_eq!(
+            kafka_properties(&source.properties),
+            vec![("session.timeout.ms".to_string(), "10000".to_string())]
+        );
+        assert!(matches!(
+            &p.spec.sinks["main"],
+            SinkSpec::Kafka(KafkaSinkSpec {
+                delivery: KafkaDelivery::ExactlyOnce,
+                bootstrap: None,
+                ..
+            })
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn kafka_settings_weir_owns_are_refused_where_they_are_written() {
+        let text = KAFKA.replace("\"session.timeout.ms\" = 10000", "\"group.id\" = \"x\"");
+        let err = parse(&text).err().unwrap_or_default();
+        assert!(
+            err.starts_with("/p/pipeline.toml:8:9: source.properties: `group.id` is set by weir"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn exactly_once_kafka_needs_a_kafka_source_and_enough_checkpoints() {
+        let file_source = KAFKA.replace(
+            "kind = \"kafka\"\nbootstrap = \"127.0.0.1:9092\"\ntopic = \"in\"\ngroup = \"g\"\n[source.properties]\n\"session.timeout.ms\" = 10000",
+            "kind = \"file\"\npath = \"in.csv\"",
+        ) + "bootstrap = \"b:1\"\n";
+        let err = parse(&file_source).err().unwrap_or_default();
+        assert!(
+            err.contains("sinks.main.delivery: exactly-once commits the consumed offsets"),
+            "{err}"
+        );
+        let err = parse(&(KAFKA.to_string() + "[checkpoint]\nkeep = 2\n"))
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("checkpoint.keep: must be at least 3"), "{err}");
+        let err = parse(&(KAFKA.to_string() + "[checkpoint]\ninterval_ms = 40000\n"))
+            .err()
+            .unwrap_or_default();
+        assert!(
+            err.contains("checkpoint.interval_ms: 40000 ms is too long"),
+            "{err}"
+        );
     }
 
     #[test]

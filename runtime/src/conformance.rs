@@ -275,6 +275,7 @@ pub async fn checkpoint_store(store: &crate::checkpoint::CheckpointStore) {
             upload_us: 7,
             records_in: 10 * epoch,
         },
+        journal: None,
     };
     for epoch in [1, 2, 10] {
         let marker = store.put_manifest(&manifest(epoch)).await.unwrap();
@@ -341,6 +342,13 @@ pub type OpenEpochSink<'a> = &'a mut dyn FnMut() -> Box<dyn crate::sink::EpochSi
 /// Checks the [`EpochSink`](crate::sink::EpochSink) contract. `open` reopens
 /// the same, initially empty location; `read_back` returns the values a
 /// reader sees now. A crash is simulated by dropping the sink unflushed.
+///
+/// A sink that decides where a run resumes
+/// ([`EpochSink::resume_epoch`](crate::sink::EpochSink::resume_epoch)
+/// returns `Some`) is checked the way the runtime drives it: after a crash
+/// it must name exactly its last published epoch, the suite "replays" the
+/// lost epochs under new numbers, and `recover` must refuse any other
+/// checkpoint.
 pub fn epoch_sink(open: OpenEpochSink<'_>, read_back: &dyn Fn() -> Vec<Vec<u8>>) {
     let values = |epoch: u64| -> Vec<Output> {
         (0..3)
@@ -353,7 +361,25 @@ pub fn epoch_sink(open: OpenEpochSink<'_>, read_back: &dyn Fn() -> Vec<Vec<u8>>)
             .flat_map(|&e| values(e).into_iter().map(|o| o.value))
             .collect()
     };
+    let prepare = |sink: &mut Box<dyn crate::sink::EpochSink>, epoch: u64| {
+        let position = Position::Offset {
+            partition: 0,
+            offset: epoch * 10,
+        };
+        sink.epoch_position(epoch, &position)
+            .expect("epoch_position");
+        sink.prepare(epoch).expect("prepare");
+    };
     let mut sink = open();
+    let decides = sink
+        .resume_epoch()
+        .expect("resume_epoch on an empty location");
+    assert!(
+        decides.is_none() || decides == Some(0),
+        "{}: names epoch {decides:?} to resume from on an empty location",
+        sink.describe()
+    );
+    let decides = decides.is_some();
     sink.recover(0).expect("recover on an empty location");
     assert!(read_back().is_empty());
 
@@ -365,7 +391,7 @@ pub fn epoch_sink(open: OpenEpochSink<'_>, read_back: &dyn Fn() -> Vec<Vec<u8>>)
         "{}: outputs visible before their epoch was prepared",
         sink.describe()
     );
-    sink.prepare(1).expect("prepare");
+    prepare(&mut sink, 1);
     assert!(
         read_back().is_empty(),
         "{}: outputs visible before publish",
@@ -376,38 +402,56 @@ pub fn epoch_sink(open: OpenEpochSink<'_>, read_back: &dyn Fn() -> Vec<Vec<u8>>)
     assert_eq!(read_back(), seen(&[1]));
 
     // An epoch without outputs is fine.
-    sink.prepare(2).expect("prepare an empty epoch");
+    prepare(&mut sink, 2);
     sink.publish(2).expect("publish an empty epoch");
 
-    // Crash after prepare, before publish, with the checkpoint committed:
-    // recovery publishes it.
+    // Outputs written after a prepare belong to the next epoch, even while
+    // the prepared one waits for its checkpoint.
     sink.write(&values(3)).expect("write");
-    sink.prepare(3).expect("prepare");
-    let mut sink = crash_and_recover(open, sink, 3);
+    prepare(&mut sink, 3);
+    sink.write(&values(4)).expect("write while epoch 3 waits");
+    sink.publish(3).expect("publish");
     assert_eq!(
         read_back(),
         seen(&[1, 3]),
+        "{}: an epoch published with outputs of the next one",
+        sink.describe()
+    );
+    prepare(&mut sink, 4);
+    sink.publish(4).expect("publish");
+    assert_eq!(read_back(), seen(&[1, 3, 4]));
+
+    // Crash after prepare, before publish, with the checkpoint committed.
+    sink.write(&values(5)).expect("write");
+    prepare(&mut sink, 5);
+    if decides {
+        return decided_resume(open, read_back, sink, &prepare, &values, &seen);
+    }
+    let mut sink = crash_and_recover(open, sink, 5);
+    assert_eq!(
+        read_back(),
+        seen(&[1, 3, 4, 5]),
         "a committed, prepared epoch was not published on recovery"
     );
 
     // Crash after prepare with the checkpoint NOT committed, and a crash
     // mid-epoch: both are discarded.
-    sink.write(&values(4)).expect("write");
-    sink.prepare(4).expect("prepare");
-    sink.write(&values(5)).expect("write");
+    sink.write(&values(6)).expect("write");
+    prepare(&mut sink, 6);
+    sink.write(&values(7)).expect("write");
     sink.flush().expect("flush");
-    let mut sink = crash_and_recover(open, sink, 3);
+    let mut sink = crash_and_recover(open, sink, 5);
     assert_eq!(
         read_back(),
-        seen(&[1, 3]),
+        seen(&[1, 3, 4, 5]),
         "uncommitted output survived recovery"
     );
 
-    // Epoch 4 is then redone (a replay) and commits.
-    sink.write(&values(4)).expect("write");
-    sink.prepare(4).expect("prepare");
-    sink.publish(4).expect("publish");
-    assert_eq!(read_back(), seen(&[1, 3, 4]));
+    // Epoch 6 is then redone (a replay) and commits.
+    sink.write(&values(6)).expect("write");
+    prepare(&mut sink, 6);
+    sink.publish(6).expect("publish");
+    assert_eq!(read_back(), seen(&[1, 3, 4, 5, 6]));
 
     // Recovering to a checkpoint older than what is published (the newer
     // checkpoints were damaged): the replay must reproduce the published
@@ -415,29 +459,102 @@ pub fn epoch_sink(open: OpenEpochSink<'_>, read_back: &dyn Fn() -> Vec<Vec<u8>>)
     // numbered after the published ones.
     drop(sink);
     let mut sink = open();
-    sink.recover(2).expect("recover to an older checkpoint");
-    assert_eq!(sink.newest_epoch().expect("newest epoch"), 4);
-    sink.write(&values(3)).expect("replay of published epoch 3");
-    sink.write(&values(4)).expect("replay of published epoch 4");
-    sink.write(&values(5)).expect("write");
-    sink.prepare(5).expect("prepare");
-    sink.publish(5).expect("publish");
+    sink.recover(4).expect("recover to an older checkpoint");
+    assert_eq!(sink.newest_epoch().expect("newest epoch"), 6);
+    sink.write(&values(5)).expect("replay of published epoch 5");
+    sink.write(&values(6)).expect("replay of published epoch 6");
+    sink.write(&values(7)).expect("write");
+    prepare(&mut sink, 7);
+    sink.publish(7).expect("publish");
     assert_eq!(
         read_back(),
-        seen(&[1, 3, 4, 5]),
+        seen(&[1, 3, 4, 5, 6, 7]),
         "replayed output was published twice, or new output lost"
     );
 
     // A replay that does not reproduce the published output is an error.
     drop(sink);
     let mut sink = open();
-    sink.recover(3).expect("recover");
+    sink.recover(5).expect("recover");
     assert!(
         sink.write(&values(9)).is_err(),
         "{}: a replay that diverged from published output was accepted",
         sink.describe()
     );
+    assert_eq!(read_back(), seen(&[1, 3, 4, 5, 6, 7]));
+}
+
+/// The rest of [`epoch_sink`] for a sink that decides where a run resumes:
+/// epoch 5 is prepared, its checkpoint committed, and the process dies.
+fn decided_resume(
+    open: OpenEpochSink<'_>,
+    read_back: &dyn Fn() -> Vec<Vec<u8>>,
+    sink: Box<dyn crate::sink::EpochSink>,
+    prepare: &dyn Fn(&mut Box<dyn crate::sink::EpochSink>, u64),
+    values: &dyn Fn(u64) -> Vec<Output>,
+    seen: &dyn Fn(&[u64]) -> Vec<Vec<u8>>,
+) {
+    let mut reopen = |sink: Box<dyn crate::sink::EpochSink>| {
+        drop(sink);
+        let mut sink = open();
+        let resume = sink
+            .resume_epoch()
+            .expect("resume_epoch")
+            .expect("a sink that decided once decides again");
+        (sink, resume)
+    };
+    let (mut sink, resume) = reopen(sink);
+    assert_eq!(
+        resume,
+        4,
+        "{}: after a crash with epoch 5 prepared but not published, the run must resume from the last published epoch",
+        sink.describe()
+    );
+    assert_eq!(
+        read_back(),
+        seen(&[1, 3, 4]),
+        "{}: a prepared, unpublished epoch became visible after a crash",
+        sink.describe()
+    );
+    for wrong in [3, 5] {
+        assert!(
+            sink.recover(wrong).is_err(),
+            "{}: accepted to resume from checkpoint {wrong} while its output ends with epoch 4",
+            sink.describe()
+        );
+    }
+    sink.recover(4)
+        .expect("recover to the epoch the sink named");
+    assert!(
+        sink.newest_epoch().expect("newest epoch") >= 4,
+        "{}: newest_epoch is behind what is published",
+        sink.describe()
+    );
+    // The replay of epoch 5's input, under the next free number, plus new
+    // output in the epoch after.
+    sink.write(&values(5)).expect("replayed write");
+    prepare(&mut sink, 6);
+    sink.publish(6).expect("publish the replayed epoch");
     assert_eq!(read_back(), seen(&[1, 3, 4, 5]));
+
+    // A crash mid-epoch and one with an epoch prepared but its checkpoint
+    // not committed: neither leaves a trace.
+    sink.write(&values(6)).expect("write");
+    prepare(&mut sink, 7);
+    sink.write(&values(7)).expect("write");
+    sink.flush().expect("flush");
+    let (mut sink, resume) = reopen(sink);
+    assert_eq!(resume, 6, "{}: wrong resume point", sink.describe());
+    assert_eq!(
+        read_back(),
+        seen(&[1, 3, 4, 5]),
+        "uncommitted output survived recovery"
+    );
+    sink.recover(6).expect("recover");
+    sink.write(&values(6)).expect("write");
+    prepare(&mut sink, 8);
+    sink.publish(8).expect("publish");
+    assert_eq!(read_back(), seen(&[1, 3, 4, 5, 6]));
 }
 
 /// Drops `sink` as a crash would (nothing flushed or published), reopens the

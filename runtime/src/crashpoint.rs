@@ -11,7 +11,11 @@
 //! `during-page-upload` (the first page of an epoch is stored, others are
 //! not), `before-commit` (the manifest is stored, the marker is not),
 //! `after-commit` (the marker is stored, outputs are not published),
-//! `during-publish` (some sinks published the epoch, others not yet).
+//! `during-publish` (some sinks published the epoch, others not yet),
+//! `before-txn-commit` (an exactly-once Kafka sink added the epoch's offsets
+//! to its transaction, which is not committed yet: the checkpoint is
+//! durable, the output is not) and `after-txn-commit` (the transaction is
+//! committed).
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -15,6 +15,7 @@ pub mod pipeline;
 pub mod record;
 pub mod sink;
 pub mod source;
+pub mod verify;
 
 pub use config::Pipeline;
 pub use pipeline::{PipelineError, RunOptions, Summary, run, validate};

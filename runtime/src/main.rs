@@ -77,6 +77,43 @@ enum Command {
         after_help = "Examples:\n  weir checkpoints --pipeline-file pipeline.toml list\n  weir checkpoints --store weir-data show latest --json\n  weir checkpoints --store s3://bucket/weir diff 7 9\n  weir checkpoints --store weir-data dump 9 --operator dedup --output dedup.mem\n  weir checkpoints --store weir-data verify --all\n  weir checkpoints --store weir-data gc --keep 1"
     )]
     Checkpoints(CheckpointsArgs),
+    /// Prove checkpoints by replay: restore each epoch's base checkpoint,
+    /// replay the epoch's journal over the same input, and compare.
+    ///
+    /// For each committed epoch chosen (default: the newest), weir restores
+    /// the checkpoint the epoch started from (or fresh instances), replays
+    /// the epoch's recorded inputs (where batches were cut, recorded times,
+    /// the seed, lookup answers; no lookup is performed again) over the
+    /// source's records, and compares every operator's memories page by
+    /// page, globals and handles with the epoch's checkpoint, and the
+    /// outputs with the epoch's published part files (`parts` sinks; other
+    /// sinks by count). Prints a verdict per epoch; exits with status 1 on
+    /// the first divergence, naming the operator and memory page, or the
+    /// sink and output. An epoch whose base was garbage-collected is
+    /// skipped (raise [checkpoint] keep to verify more).
+    Verify {
+        /// The pipeline file (TOML): its source, sinks, operators' config
+        /// and checkpoint store.
+        pipeline: PathBuf,
+        /// The epoch (a number or `latest`) [default: latest].
+        #[arg(conflicts_with_all = ["all", "from", "to"])]
+        epoch: Option<EpochSelector>,
+        /// Every committed epoch.
+        #[arg(long, conflicts_with_all = ["from", "to"])]
+        all: bool,
+        /// The first epoch of a range (with --to).
+        #[arg(long, value_name = "EPOCH", requires = "to")]
+        from: Option<u64>,
+        /// The last epoch of a range (with --from).
+        #[arg(long, value_name = "EPOCH", requires = "from")]
+        to: Option<u64>,
+        /// The task whose epochs to verify.
+        #[arg(long, value_name = "NAME", default_value = weir::inspect::DEFAULT_TASK)]
+        task: String,
+        /// Print JSON on stdout instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write generated records to stdout, one per line (the data behind the
     /// bundled examples and benchmarks).
     Generate {
@@ -183,8 +220,9 @@ enum CheckpointsCommand {
         /// Verify every epoch (uncommitted ones are listed and skipped).
         #[arg(long)]
         all: bool,
-        /// Also replay each epoch and compare the state it reaches (not
-        /// available yet).
+        /// Also replay each epoch from its base and compare the state and
+        /// outputs it reaches (what `weir verify` does; needs
+        /// --pipeline-file).
         #[arg(long)]
         deep: bool,
     },
@@ -283,7 +321,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 operators.join(", ")
             );
         }
-        Command::Checkpoints(args) => checkpoints(args)?,
+        Command::Checkpoints(args) => checkpoints(args, &options.cache)?,
+        Command::Verify {
+            pipeline,
+            epoch,
+            all,
+            from,
+            to,
+            task,
+            json,
+        } => {
+            let scope = match (all, from, to) {
+                (true, _, _) => weir::verify::Scope::All,
+                (false, Some(from), Some(to)) => weir::verify::Scope::Range(from, to),
+                _ => weir::verify::Scope::Epoch(epoch.unwrap_or(EpochSelector::Latest)),
+            };
+            let loaded = Pipeline::load(&pipeline).map_err(|e| anyhow::anyhow!("{e}"))?;
+            deep_verify(&loaded, &options.cache, &task, scope, json)?;
+        }
         Command::Generate {
             profile,
             records,
@@ -307,7 +362,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// `weir checkpoints`: finds the store, runs the subcommand, prints its
 /// report. Errors are flattened to their one-line message (they already
 /// name the store, pipeline, epoch or object).
-fn checkpoints(args: CheckpointsArgs) -> anyhow::Result<()> {
+fn checkpoints(args: CheckpointsArgs, cache: &ComponentCache) -> anyhow::Result<()> {
     use weir::inspect::{self, DumpTo, GcOptions, Progress, Target, VerifyScope};
 
     let (location, pipeline) = match (&args.store, &args.pipeline_file) {
@@ -321,11 +376,26 @@ fn checkpoints(args: CheckpointsArgs) -> anyhow::Result<()> {
             "say where the checkpoints are: --store LOCATION or --pipeline-file FILE (see weir checkpoints --help)"
         ),
     };
-    if let CheckpointsCommand::Verify { deep: true, .. } = args.command {
-        anyhow::bail!(
-            "verify --deep is not implemented yet: replaying an epoch needs deterministic replay (issue 4); plain `verify` checks every hash"
-        );
-    }
+    let deep = match &args.command {
+        CheckpointsCommand::Verify {
+            deep: true,
+            epoch,
+            all,
+        } => {
+            let Some(file) = &args.pipeline_file else {
+                anyhow::bail!(
+                    "verify --deep replays epochs, which needs the pipeline's source, sinks and operator config: pass --pipeline-file FILE instead of --store"
+                );
+            };
+            let scope = if *all {
+                weir::verify::Scope::All
+            } else {
+                weir::verify::Scope::Epoch(epoch.unwrap_or(EpochSelector::Latest))
+            };
+            Some((file.clone(), scope))
+        }
+        _ => None,
+    };
     if let CheckpointsCommand::Dump { output: None, .. } = args.command {
         if args.json {
             anyhow::bail!("dump --json needs --output FILE: stdout carries the memory's bytes");
@@ -415,7 +485,31 @@ fn checkpoints(args: CheckpointsArgs) -> anyhow::Result<()> {
         .map_err(|e| match e.downcast::<weir::inspect::InspectError>() {
             Ok(e) => anyhow::anyhow!("{e}"),
             Err(e) => e,
-        })
+        })?;
+    drop(runtime);
+    if let Some((file, scope)) = deep {
+        let loaded = Pipeline::load(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
+        deep_verify(&loaded, cache, &args.task, scope, json)?;
+    }
+    Ok(())
+}
+
+/// `weir verify` and `weir checkpoints verify --deep`: replays, prints the
+/// verdicts, fails naming the first divergence.
+fn deep_verify(
+    pipeline: &Pipeline,
+    cache: &ComponentCache,
+    task: &str,
+    scope: weir::verify::Scope,
+    json: bool,
+) -> anyhow::Result<()> {
+    let report =
+        weir::verify::verify(pipeline, cache, task, scope).map_err(|e| anyhow::anyhow!("{e}"))?;
+    print_report(&report, json)?;
+    if let Some((epoch, difference)) = report.first_divergence() {
+        anyhow::bail!("epoch {epoch} diverged on replay: {difference}");
+    }
+    Ok(())
 }
 
 /// Prints a report on stdout: as JSON, or as text for people. A reader that

@@ -26,6 +26,13 @@ pub enum Position {
     },
     /// The index of a generated record.
     Sequence(u64),
+    /// An offset in one partition of a Kafka topic.
+    Offset {
+        /// The partition.
+        partition: u32,
+        /// The offset of the record in the partition.
+        offset: u64,
+    },
 }
 
 impl fmt::Display for Position {
@@ -33,6 +40,9 @@ impl fmt::Display for Position {
         match self {
             Position::File { line, byte } => write!(f, "line {line} (byte {byte})"),
             Position::Sequence(i) => write!(f, "record #{i}"),
+            Position::Offset { partition, offset } => {
+                write!(f, "partition {partition} offset {offset}")
+            }
         }
     }
 }

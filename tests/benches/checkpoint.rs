@@ -201,6 +201,7 @@ impl Subject {
                 upload_us: 0,
                 records_in: self.epoch,
             },
+            journal: None,
         };
         let components = if self.epoch == 1 {
             vec![self.prepared.component().original.clone()]

@@ -19,13 +19,7 @@ use weir::sink::{NullSink, Sink};
 use weir::source::{GeneratorProfile, GeneratorSource, ReadOutcome, Source};
 use weir::{Pipeline, RunOptions};
 use weir_op_payments_dedup::PaymentsDedup;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use weir_tests::env_or;
 
 fn wasm_run(records: u64, batch: usize, packed: bool) -> (Duration, u64) {
     if packed {

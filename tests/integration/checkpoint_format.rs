@@ -1,9 +1,11 @@
-//! The checkpoint format is stable: bytes written by format version 1 are
-//! kept in the repository and must decode to the same manifest forever.
+//! The checkpoint format is stable: bytes written by every format version
+//! are kept in the repository and must decode to the same manifest forever
+//! (format 1 without a journal, format 2 with one).
 
 use weir::checkpoint::{
-    CommitMarker, EpochStats, FORMAT_VERSION, GlobalState, Hash, HeldHandle, Manifest, MemoryState,
-    OperatorState,
+    CommitMarker, EpochJournal, EpochStats, FORMAT_VERSION, GlobalState, Hash, HeldHandle,
+    LookupAnswer, LookupEntry, LookupRequest, Manifest, MemoryState, OperatorJournal,
+    OperatorState, ReadEnd, RecordedRead, RecordedState, SinkOutputs,
 };
 use weir::record::Position;
 use weir_tests::repo_root;
@@ -40,24 +42,101 @@ fn v1_manifest() -> Manifest {
             upload_us: 2_345,
             records_in: 100_000,
         },
+        journal: None,
+    }
+}
+
+/// A format-2 manifest: the v1 one with a journal that has a bit of
+/// everything.
+fn v2_manifest() -> Manifest {
+    Manifest {
+        format_version: 2,
+        journal: Some(EpochJournal {
+            base_epoch: Some(41),
+            start_position: Position::File {
+                line: 99_001,
+                byte: 9_400_000,
+            },
+            seed: [7; 32],
+            clock_ms: 1_763_856_000_123,
+            reads: vec![
+                RecordedRead {
+                    records: 1024,
+                    end: ReadEnd::More,
+                    time_ms: 1_763_856_000_100,
+                },
+                RecordedRead {
+                    records: 3,
+                    end: ReadEnd::Malformed,
+                    time_ms: 1_763_856_000_123,
+                },
+            ],
+            operators: vec![OperatorJournal {
+                name: "dedup".into(),
+                at_end: RecordedState {
+                    random_bytes: 64,
+                    insecure_random_bytes: 16,
+                    lookups: 12,
+                },
+                entries: vec![
+                    LookupEntry {
+                        index: 10,
+                        request: LookupRequest::HttpGet {
+                            url: "http://rates.internal/eur".into(),
+                        },
+                        answer: LookupAnswer::Http {
+                            status: 200,
+                            headers: vec![("content-type".into(), "text/plain".into())],
+                            body: b"1.08".to_vec(),
+                        },
+                    },
+                    LookupEntry {
+                        index: 11,
+                        request: LookupRequest::ReadFile {
+                            path: "zones.csv".into(),
+                        },
+                        answer: LookupAnswer::Failed {
+                            message: "No such file or directory (os error 2)".into(),
+                        },
+                    },
+                ],
+            }],
+            outputs: vec![SinkOutputs {
+                sink: "main".into(),
+                outputs: 1_020,
+            }],
+        }),
+        ..v1_manifest()
     }
 }
 
 #[test]
 fn a_version_1_manifest_decodes_unchanged() {
-    let path = repo_root().join("tests/data/manifest-v1.postcard");
+    // Written by weir with format 1; never rewritten.
+    let golden = std::fs::read(repo_root().join("tests/data/manifest-v1.postcard")).unwrap();
+    assert_eq!(Manifest::decode(&golden).unwrap(), v1_manifest());
+    // Format 2 is format 1 with the journal appended: the same bytes and a
+    // `None`.
+    let mut as_v2 = v1_manifest().encode();
+    as_v2.pop();
+    assert_eq!(as_v2, golden);
+}
+
+#[test]
+fn a_version_2_manifest_decodes_unchanged() {
+    let path = repo_root().join("tests/data/manifest-v2.postcard");
     if std::env::var_os("WEIR_WRITE_GOLDEN").is_some() {
-        std::fs::write(&path, v1_manifest().encode()).unwrap();
+        std::fs::write(&path, v2_manifest().encode()).unwrap();
     }
     let golden = std::fs::read(&path).unwrap();
-    assert_eq!(Manifest::decode(&golden).unwrap(), v1_manifest());
+    assert_eq!(Manifest::decode(&golden).unwrap(), v2_manifest());
     // Encoding has not drifted either: same struct, same bytes.
-    assert_eq!(v1_manifest().encode(), golden);
+    assert_eq!(v2_manifest().encode(), golden);
 }
 
 #[test]
 fn a_newer_format_is_refused_by_name() {
-    let mut newer = v1_manifest();
+    let mut newer = v2_manifest();
     newer.format_version = FORMAT_VERSION + 1;
     let err = Manifest::decode(&newer.encode()).unwrap_err().to_string();
     assert_eq!(
@@ -77,8 +156,16 @@ fn a_newer_format_is_refused_by_name() {
 
 #[test]
 fn truncated_or_padded_manifests_are_refused() {
-    let bytes = v1_manifest().encode();
+    let bytes = v2_manifest().encode();
     assert!(Manifest::decode(&bytes[..bytes.len() - 3]).is_err());
+    let mut v1 = std::fs::read(repo_root().join("tests/data/manifest-v1.postcard")).unwrap();
+    v1.push(0);
+    assert!(
+        Manifest::decode(&v1)
+            .unwrap_err()
+            .to_string()
+            .contains("1 trailing bytes")
+    );
     let mut padded = bytes.clone();
     padded.push(0);
     assert!(

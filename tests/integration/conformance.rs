@@ -227,3 +227,194 @@ fn checkpoint_store_opened_by_path_and_url() {
         "cannot open checkpoint store `ftp://x/y`: unsupported scheme: use a local directory, file:///dir, s3://bucket/prefix or memory://"
     );
 }
+
+#[test]
+fn checkpoint_store_on_s3() {
+    let bucket = weir_tests::services::fresh_bucket("conformance");
+    let location = format!("s3://{bucket}/some/prefix");
+    let store = weir::checkpoint::CheckpointStore::open(&location, "pipeline-a").unwrap();
+    block_on(conformance::checkpoint_store(&store));
+    // Everything went under the prefix, named as the format says.
+    let listed: Vec<String> = block_on(async {
+        use futures::TryStreamExt;
+        store
+            .object_store()
+            .list(None)
+            .map_ok(|meta| meta.location.to_string())
+            .try_collect()
+            .await
+    })
+    .unwrap();
+    assert!(!listed.is_empty());
+    for key in &listed {
+        assert!(key.starts_with("some/prefix/pipeline-a/"), "{key}");
+    }
+    assert!(
+        listed
+            .iter()
+            .any(|k| k.starts_with("some/prefix/pipeline-a/tasks/t-0/pages/")),
+        "{listed:?}"
+    );
+}
+
+/// A partition holding plain records (keys, headers, an empty value), an
+/// aborted transaction in the middle and a committed one at the end (so
+/// offsets have gaps and the partition ends with a control record).
+fn kafka_source_topic() -> (String, String) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use std::time::Duration;
+    let bootstrap = weir_tests::services::kafka_bootstrap();
+    let topic = weir_tests::topics::unique("conformance-src");
+    crate::kafka::create_topic(&topic, 1);
+    let plain = crate::kafka::producer(&bootstrap);
+    let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+        key: "h",
+        value: Some("v"),
+    });
+    for i in 0..5 {
+        let value = if i == 2 {
+            String::new()
+        } else {
+            format!("plain {i}")
+        };
+        let mut record = BaseRecord::to(&topic).partition(0).payload(&value).key("k");
+        if i == 3 {
+            record = record.headers(headers.clone());
+        }
+        plain.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    plain.flush(Duration::from_secs(30)).unwrap();
+    let txn: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set(
+            "transactional.id",
+            weir_tests::topics::unique("conformance-txn"),
+        )
+        .create()
+        .unwrap();
+    txn.init_transactions(Duration::from_secs(60)).unwrap();
+    txn.begin_transaction().unwrap();
+    for i in 0..3 {
+        let value = format!("aborted {i}");
+        txn.send(BaseRecord::<(), _>::to(&topic).partition(0).payload(&value))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    txn.flush(Duration::from_secs(30)).unwrap();
+    txn.abort_transaction(Duration::from_secs(60)).unwrap();
+    txn.begin_transaction().unwrap();
+    for i in 0..3 {
+        let value = format!("committed {i}");
+        txn.send(BaseRecord::<(), _>::to(&topic).partition(0).payload(&value))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    txn.commit_transaction(Duration::from_secs(60)).unwrap();
+    (bootstrap, topic)
+}
+
+#[test]
+fn kafka_source_unbounded_and_bounded() {
+    use weir::source::kafka::{KafkaClient, StartAt};
+    let (bootstrap, topic) = kafka_source_topic();
+    let client = KafkaClient {
+        bootstrap,
+        properties: Vec::new(),
+    };
+    for bounded in [false, true] {
+        conformance::source(&mut || {
+            Box::new(
+                weir::source::KafkaPartitionSource::open(
+                    &client,
+                    "conformance",
+                    &topic,
+                    0,
+                    StartAt::Earliest,
+                    bounded,
+                )
+                .unwrap(),
+            )
+        });
+    }
+    // What the suite read is what was committed: 8 records, none aborted.
+    let mut source = weir::source::KafkaPartitionSource::open(
+        &client,
+        "conformance",
+        &topic,
+        0,
+        StartAt::Earliest,
+        true,
+    )
+    .unwrap();
+    let mut batch = weir::record::SourceBatch::default();
+    while source.read(100, &mut batch).unwrap() != weir::source::ReadOutcome::End {}
+    let values: Vec<String> = batch
+        .records
+        .iter()
+        .map(|r| String::from_utf8(r.value.clone()).unwrap())
+        .collect();
+    assert_eq!(
+        values,
+        [
+            "plain 0",
+            "plain 1",
+            "",
+            "plain 3",
+            "plain 4",
+            "committed 0",
+            "committed 1",
+            "committed 2"
+        ]
+    );
+    assert_eq!(batch.records[3].headers.len(), 1);
+    assert_eq!(batch.records[0].key.as_deref(), Some(&b"k"[..]));
+}
+
+#[test]
+fn kafka_sink_is_exactly_once() {
+    use std::sync::{Arc, Mutex};
+    use weir::source::kafka::{GroupConsumer, KafkaClient};
+    let bootstrap = weir_tests::services::kafka_bootstrap();
+    let source_topic = weir_tests::topics::unique("conformance-offsets");
+    let topic = weir_tests::topics::unique("conformance-sink");
+    crate::kafka::create_topic(&source_topic, 1);
+    crate::kafka::create_topic(&topic, 1);
+    let group = weir_tests::topics::unique("conformance-group");
+    let client = KafkaClient {
+        bootstrap: bootstrap.clone(),
+        properties: Vec::new(),
+    };
+    let mut open = || -> Box<dyn EpochSink> {
+        let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", &group)
+            .set("isolation.level", "read_committed")
+            .create()
+            .unwrap();
+        let group = Arc::new(GroupConsumer {
+            consumer,
+            group: group.clone(),
+        });
+        let producer = weir::sink::kafka::TransactionalProducer::open(
+            &client,
+            "conformance",
+            "t-0",
+            group,
+            &source_topic,
+            0,
+            false,
+        )
+        .unwrap();
+        Box::new(weir::sink::KafkaSink::exactly_once(
+            "main",
+            &topic,
+            Arc::new(Mutex::new(producer)),
+        ))
+    };
+    conformance::epoch_sink(&mut open, &|| {
+        crate::kafka::read_committed(&topic)
+            .into_iter()
+            .map(|s| s.value)
+            .collect()
+    });
+}

@@ -35,7 +35,7 @@ const CRASH_POINTS: [&str; 5] = [
 
 /// splitmix64: a tiny, well-known PRNG, so the schedule is reproducible
 /// from its seed without another dependency.
-struct Schedule(u64);
+pub(crate) struct Schedule(pub(crate) u64);
 
 impl Schedule {
     fn next(&mut self) -> u64 {
@@ -46,12 +46,12 @@ impl Schedule {
         z ^ (z >> 31)
     }
 
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 }
 
-fn seed() -> u64 {
+pub(crate) fn seed() -> u64 {
     std::env::var("WEIR_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -66,17 +66,8 @@ fn seed() -> u64 {
 /// small batches and frequent checkpoints so a run is long enough to be
 /// killed many times and every kill lands near a barrier.
 fn prepare(fx: &Fixture, example: &str, records: u64, seed: u64) {
-    let generated = fx
-        .weir(&[
-            "generate",
-            example,
-            "--records",
-            &records.to_string(),
-            "--seed",
-            &seed.to_string(),
-        ])
-        .ok();
-    fx.write("data/input.csv", &generated.stdout);
+    let generated = fx.generate(example, records, seed);
+    fx.write("data/input.csv", &generated);
     let toml = std::fs::read_to_string(
         repo_root()
             .join("examples")

@@ -22,17 +22,8 @@ fn run_example_with_env(
 ) -> (Fixture, String) {
     let fx = Fixture::new();
     let example = repo_root().join("examples").join(name);
-    let generated = fx
-        .weir(&[
-            "generate",
-            name,
-            "--records",
-            &records.to_string(),
-            "--seed",
-            &seed.to_string(),
-        ])
-        .ok();
-    fx.write("data/input.csv", &generated.stdout);
+    let generated = fx.generate(name, records, seed);
+    fx.write("data/input.csv", &generated);
     let toml = std::fs::read_to_string(example.join("pipeline.toml")).unwrap();
     let build = repo_root().join("operators/build");
     fx.write(

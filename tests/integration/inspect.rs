@@ -9,7 +9,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
+use weir::checkpoint::uploader::{EpochUpload, UploadEvent, Uploader};
 use weir::checkpoint::{Hash, Manifest};
+use weir_tests::services::{fresh_bucket, s3_env, test_python};
 use weir_tests::{
     Fixture, Run, assert_contains, faulty_parts_pipeline, operator, read_parts, repo_root, weir_bin,
 };
@@ -68,23 +70,33 @@ fn output(fx: &Fixture) -> String {
 
 /// `weir checkpoints --store weir-data ARGS...`.
 fn checkpoints(fx: &Fixture, args: &[&str]) -> Run {
-    let mut all = vec!["checkpoints", "--store", "weir-data"];
+    checkpoints_at(fx, "weir-data", args)
+}
+
+/// The same with `--json`, which must succeed; its stdout parsed.
+fn checkpoints_json(fx: &Fixture, args: &[&str]) -> Value {
+    checkpoints_at_json(fx, "weir-data", args)
+}
+
+/// `weir checkpoints --store LOCATION ARGS...`.
+fn checkpoints_at(fx: &Fixture, location: &str, args: &[&str]) -> Run {
+    let mut all = vec!["checkpoints", "--store", location];
     all.extend_from_slice(args);
     fx.weir(&all)
 }
 
 /// The same with `--json`, which must succeed; its stdout parsed.
-fn checkpoints_json(fx: &Fixture, args: &[&str]) -> Value {
+fn checkpoints_at_json(fx: &Fixture, location: &str, args: &[&str]) -> Value {
     let mut all = args.to_vec();
     all.push("--json");
-    let run = checkpoints(fx, &all).ok();
+    let run = checkpoints_at(fx, location, &all).ok();
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", run.stdout))
 }
 
 /// Asserts that a failed run printed exactly one line, `error: ...`, with
 /// every needle in it.
 #[track_caller]
-fn one_line_error(run: Run, needles: &[&str]) {
+pub(crate) fn one_line_error(run: Run, needles: &[&str]) {
     assert!(!run.success, "should have failed:\n{}", run.stdout);
     let stderr = run.stderr.trim_end();
     assert!(
@@ -239,7 +251,7 @@ fn show_prints_operators_memories_globals_handles_and_the_runs_state_hash() {
         &text,
         &[
             "epoch 4 of pipeline test, task main: committed",
-            "format version   1",
+            &format!("format version   {}", weir::checkpoint::FORMAT_VERSION),
             "source position  line 101 (byte ",
             "records in       100",
             &format!("state hash       {state_hash}"),
@@ -262,7 +274,7 @@ fn show_prints_operators_memories_globals_handles_and_the_runs_state_hash() {
     assert_eq!(json["committed"], true);
     assert_eq!(json["state_hash"], state_hash);
     assert_eq!(json["epoch"], 4);
-    assert_eq!(json["format_version"], 1);
+    assert_eq!(json["format_version"], weir::checkpoint::FORMAT_VERSION);
     assert_eq!(json["pipeline"], "test");
     assert_eq!(json["task"], "main");
     assert_eq!(json["stats"]["records_in"], 100);
@@ -535,12 +547,14 @@ fn verify_passes_a_sound_store_and_names_every_damaged_object() {
     one_line_error(run, &["epoch 2 failed verification: test/components/"]);
 }
 
+/// `--deep` replays epochs (tests/integration/determinism.rs covers what it
+/// finds); it needs the pipeline file, not just the store.
 #[test]
-fn verify_deep_says_it_is_not_there_yet() {
+fn verify_deep_needs_the_pipeline_file() {
     let (fx, _) = finished_run();
     one_line_error(
         checkpoints(&fx, &["verify", "--deep"]),
-        &["verify --deep is not implemented yet", "issue 4"],
+        &["verify --deep replays epochs", "pass --pipeline-file FILE"],
     );
 }
 
@@ -655,46 +669,9 @@ fn gc_while_a_pipeline_writes_never_damages_a_checkpoint() {
         "pipeline.toml",
         faulty_parts_pipeline(50, "interval_records = 200\ninterval_ms = 0\nkeep = 3"),
     );
-    let mut writer = Command::new(weir_bin())
-        .args(["run", "pipeline.toml"])
-        .current_dir(fx.dir.path())
-        .env("WEIR_LOG", "error")
-        .env("WEIR_CRASH_AT", "during-page-upload:200")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (mut rounds, mut collected) = (0, 0);
-    let status = loop {
-        if let Some(status) = writer.try_wait().unwrap() {
-            break status;
-        }
-        if !has_commit(&fx) {
-            std::thread::sleep(Duration::from_millis(10));
-            continue;
-        }
-        let gc = checkpoints_json(&fx, &["gc", "--keep", "1"]);
-        collected += gc["epochs_deleted"].as_array().unwrap().len();
-        for command in [&["verify"][..], &["list"]] {
-            let run = checkpoints(&fx, command);
-            assert!(
-                run.success,
-                "`{command:?}` failed while the pipeline wrote:\n{}{}",
-                run.stdout, run.stderr
-            );
-        }
-        rounds += 1;
-    };
-    assert_eq!(
-        status.code(),
-        None,
-        "the writer was to be killed mid-upload"
-    );
-    eprintln!("gc ran {rounds} times while the pipeline wrote, deleting {collected} epochs");
-    assert!(
-        rounds >= 3 && collected > 0,
-        "gc ran {rounds} times and deleted {collected} epochs while the pipeline wrote"
-    );
+    gc_beside_a_writer(&fx, "weir-data", "during-page-upload:200", &|| {
+        has_commit(&fx)
+    });
 
     // The killed epoch's pages are in the store, referenced by nothing.
     let (_, referenced) = referenced_pages(&fx);
@@ -716,6 +693,56 @@ fn gc_while_a_pipeline_writes_never_damages_a_checkpoint() {
     assert_eq!(summary["checkpoints"]["resumed_from"], epochs[0]);
     assert_exact_output(&fx, RECORDS);
     checkpoints(&fx, &["verify", "--all"]).ok();
+}
+
+/// Runs the pipeline in `fx` until it kills itself at `crash_at` (during a
+/// page upload), and meanwhile, once `committed()` says an epoch is,
+/// `gc --keep 1`, `verify` and `list` on the store at `location` over and
+/// over; each must succeed, and gc must have run 3 times at least and
+/// deleted epochs.
+fn gc_beside_a_writer(fx: &Fixture, location: &str, crash_at: &str, committed: &dyn Fn() -> bool) {
+    let mut writer = Command::new(weir_bin())
+        .args(["run", "pipeline.toml"])
+        .current_dir(fx.dir.path())
+        .env("WEIR_LOG", "error")
+        .env("WEIR_CRASH_AT", crash_at)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (mut rounds, mut collected) = (0, 0);
+    let status = loop {
+        if let Some(status) = writer.try_wait().unwrap() {
+            break status;
+        }
+        if !committed() {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        let gc = checkpoints_at_json(fx, location, &["gc", "--keep", "1"]);
+        collected += gc["epochs_deleted"].as_array().unwrap().len();
+        for command in [&["verify"][..], &["list"]] {
+            let run = checkpoints_at(fx, location, command);
+            assert!(
+                run.success,
+                "`{command:?}` failed while the pipeline wrote:\n{}{}",
+                run.stdout, run.stderr
+            );
+        }
+        rounds += 1;
+    };
+    assert_eq!(
+        status.code(),
+        None,
+        "the writer was to be killed mid-upload"
+    );
+    eprintln!(
+        "gc ran {rounds} times while the pipeline wrote to {location}, deleting {collected} epochs"
+    );
+    assert!(
+        rounds >= 3 && collected > 0,
+        "gc ran {rounds} times and deleted {collected} epochs while the pipeline wrote"
+    );
 }
 
 /// Whether some epoch has a commit marker.
@@ -857,7 +884,7 @@ fn the_documented_format_is_enough_to_read_a_manifest() {
     let dir = epoch_dir(&fx, 4);
     let mut from_spec = python_reader(&[dir.join("manifest"), dir.join("commit")]);
     let marker = from_spec.as_object_mut().unwrap().remove("commit").unwrap();
-    assert_eq!(marker["format_version"], 1);
+    assert_eq!(marker["format_version"], weir::checkpoint::FORMAT_VERSION);
     assert_eq!(
         marker["manifest"],
         Hash::of(&std::fs::read(dir.join("manifest")).unwrap()).to_string()
@@ -876,4 +903,616 @@ fn the_documented_format_is_enough_to_read_a_manifest() {
     let decoded = Manifest::decode(&std::fs::read(&golden).unwrap()).unwrap();
     let view = serde_json::to_value(weir::inspect::view::ManifestView::from(&decoded)).unwrap();
     assert_eq!(python_reader(&[golden]), view);
+}
+
+// ---------------------------------------------------------------------------
+// The same commands against the S3-compatible test server, and the garbage
+// collection protocol (docs/checkpoint-format.md) on both kinds of store.
+
+/// [`finished_run`] with its checkpoints in a fresh bucket: returns the
+/// fixture and the store's location.
+fn finished_run_on_s3() -> (Fixture, String) {
+    let location = format!("s3://{}/team/weir", fresh_bucket("inspect"));
+    let fx = Fixture::new();
+    fx.write("input.csv", input(100));
+    fx.write(
+        "pipeline.toml",
+        faulty_parts_pipeline(
+            10,
+            &format!("interval_records = 30\ninterval_ms = 0\nkeep = 3\nstore = {location:?}"),
+        ),
+    );
+    fx.weir(&["run", "pipeline.toml", "--json"]).ok();
+    assert_exact_output(&fx, 100);
+    (fx, location)
+}
+
+/// Every key in `bucket` under `prefix`, listed by boto3 (a client weir
+/// does not use).
+fn bucket_keys(bucket: &str, prefix: &str) -> BTreeSet<String> {
+    let script = r#"
+import sys, boto3
+s3 = boto3.client("s3")
+pages = s3.get_paginator("list_objects_v2").paginate(Bucket=sys.argv[1], Prefix=sys.argv[2])
+for page in pages:
+    for obj in page.get("Contents", []):
+        print(obj["Key"])
+"#;
+    let out = Command::new(test_python())
+        .args(["-c", script, bucket, prefix])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "listing {bucket} with boto3 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The bucket of an `s3://bucket/prefix` location, and the prefix.
+fn bucket_of(location: &str) -> (&str, &str) {
+    location
+        .strip_prefix("s3://")
+        .unwrap()
+        .split_once('/')
+        .unwrap()
+}
+
+#[test]
+fn every_subcommand_reads_an_s3_store_as_it_reads_a_local_one() {
+    let (local, _) = finished_run();
+    let (fx, s3) = finished_run_on_s3();
+    let (bucket, prefix) = bucket_of(&s3);
+
+    // list: the same epochs, positions and state as the local run's.
+    let text = checkpoints_at(&fx, &s3, &["list"]).ok().stdout;
+    assert_contains(
+        &text,
+        &[&format!(
+            "pipeline test, task main, store {s3}: 3 epoch(s), 3 committed"
+        )],
+    );
+    let (on_s3, on_disk) = (
+        checkpoints_at_json(&fx, &s3, &["list"]),
+        checkpoints_json(&local, &["list"]),
+    );
+    assert_eq!(on_s3["store"], s3.as_str());
+    for (a, b) in on_s3["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(on_disk["epochs"].as_array().unwrap())
+    {
+        for field in ["epoch", "committed", "source_position", "problem"] {
+            assert_eq!(a[field], b[field], "{field}");
+        }
+        for stat in ["records_in", "state_bytes"] {
+            assert_eq!(a["stats"][stat], b["stats"][stat], "{stat}");
+        }
+    }
+    assert_eq!(on_s3["epochs"].as_array().unwrap().len(), 3);
+
+    // show: the same operators, memories, pages and state hash.
+    let shown = checkpoints_at_json(&fx, &s3, &["show", "latest"]);
+    let local_shown = checkpoints_json(&local, &["show", "latest"]);
+    assert_eq!(shown["epoch"], 4);
+    for field in ["operators", "state_hash", "source_position", "committed"] {
+        assert_eq!(shown[field], local_shown[field], "{field}");
+    }
+    assert_contains(
+        &checkpoints_at(&fx, &s3, &["show", "4"]).ok().stdout,
+        &[
+            "epoch 4 of pipeline test, task main: committed",
+            "operator faulty",
+        ],
+    );
+
+    // diff: manifests only, so exactly the local diff.
+    let diff = checkpoints_at_json(&fx, &s3, &["diff", "2", "4"]);
+    let local_diff = checkpoints_json(&local, &["diff", "2", "4"]);
+    for field in ["records_delta", "position_delta", "same_state", "operators"] {
+        assert_eq!(diff[field], local_diff[field], "{field}");
+    }
+    assert_contains(
+        &checkpoints_at(&fx, &s3, &["diff", "2", "latest"])
+            .ok()
+            .stdout,
+        &[
+            "pipeline test, task main: epoch 2 -> epoch 4",
+            "state hash changed",
+        ],
+    );
+
+    // dump: the memory, assembled from pages downloaded and verified.
+    checkpoints_at(
+        &fx,
+        &s3,
+        &["dump", "3", "--operator", "faulty", "-o", "s3.bin"],
+    )
+    .ok();
+    checkpoints(
+        &local,
+        &["dump", "3", "--operator", "faulty", "-o", "local.bin"],
+    )
+    .ok();
+    let dumped = std::fs::read(fx.path("s3.bin")).unwrap();
+    assert!(dumped == std::fs::read(local.path("local.bin")).unwrap());
+    let json = checkpoints_at_json(
+        &fx,
+        &s3,
+        &["dump", "3", "--operator", "faulty", "--output", "again.bin"],
+    );
+    assert_eq!(json["blake3"], Hash::of(&dumped).to_string());
+    let out = Command::new(weir_bin())
+        .args([
+            "checkpoints",
+            "--store",
+            &s3,
+            "dump",
+            "latest",
+            "--operator",
+            "faulty",
+        ])
+        .current_dir(fx.dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        out.stdout.len() as u64,
+        shown["operators"][0]["memories"][0]["size_bytes"]
+            .as_u64()
+            .unwrap()
+    );
+
+    // verify: every page and component downloaded and checked.
+    let verdict = checkpoints_at_json(&fx, &s3, &["verify", "--all"]);
+    assert_eq!(verdict["ok"], true, "{verdict}");
+    assert_eq!(verdict["epochs"].as_array().unwrap().len(), 3);
+    assert_contains(
+        &checkpoints_at(&fx, &s3, &["verify", "--all"]).ok().stdout,
+        &[
+            "epoch 2: ok",
+            "epoch 3: ok",
+            "epoch 4: ok",
+            "3 epoch(s): 3 ok, 0 failed",
+        ],
+    );
+
+    // gc --keep 1: what is left in the bucket, listed by another client, is
+    // epoch 4 and exactly the pages it references.
+    let before = bucket_keys(bucket, prefix);
+    let gc = checkpoints_at_json(&fx, &s3, &["gc", "--keep", "1"]);
+    assert_eq!(gc["epochs_deleted"], serde_json::json!([2, 3]));
+    assert_eq!(gc["epochs_left"], serde_json::json!([4]));
+    assert!(gc["pages_deleted"].as_u64().unwrap() > 0, "{gc}");
+    assert!(gc["bytes_deleted"].as_u64().unwrap() > 0, "{gc}");
+    let after = bucket_keys(bucket, prefix);
+    assert!(after.len() < before.len());
+    let root = format!("{prefix}/test/tasks/main/");
+    let pages: BTreeSet<String> = after
+        .iter()
+        .filter_map(|k| k.strip_prefix(&format!("{root}pages/")))
+        .map(|k| k.rsplit('/').next().unwrap().to_owned())
+        .collect();
+    let referenced: BTreeSet<String> = shown["operators"][0]["memories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|m| m["pages"].as_array().unwrap())
+        .map(|p| p.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(pages, referenced, "pages left in the bucket");
+    let epoch_keys: Vec<&String> = after
+        .iter()
+        .filter(|k| k.starts_with(&format!("{root}epochs/")))
+        .collect();
+    assert_eq!(
+        epoch_keys,
+        [
+            &format!("{root}epochs/00000000000000000004/commit"),
+            &format!("{root}epochs/00000000000000000004/manifest"),
+        ]
+    );
+    assert!(
+        !after.iter().any(|k| k.starts_with(&format!("{root}gc/"))),
+        "gc left its lease behind: {after:?}"
+    );
+    checkpoints_at(&fx, &s3, &["verify", "--all"]).ok();
+    // ...and the kept checkpoint restores.
+    let run = fx.weir(&["run", "pipeline.toml", "--json"]).ok();
+    let summary: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(summary["checkpoints"]["resumed_from"], 4);
+    assert_exact_output(&fx, 100);
+}
+
+#[test]
+fn store_errors_on_s3_are_one_clear_line() {
+    let env = s3_env();
+    let (fx, s3) = finished_run_on_s3();
+    let missing = weir_tests::services::unique_bucket_name("no-such");
+    let missing_store = format!("s3://{missing}/x");
+    for command in [
+        &["list"][..],
+        &["show", "1"],
+        &["diff", "1", "2"],
+        &["dump", "1", "--operator", "faulty", "-o", "x.bin"],
+        &["verify", "--all"],
+        &["gc", "--keep", "1"],
+    ] {
+        one_line_error(
+            checkpoints_at(&fx, &missing_store, command),
+            &[&format!(
+                "error: checkpoint store {missing_store}: bucket `{missing}` does not exist at {} (S3 error NoSuchBucket); create it first",
+                env.endpoint
+            )],
+        );
+    }
+    let (bucket, _) = bucket_of(&s3);
+    let denied: Run = Command::new(weir_bin())
+        .args(["checkpoints", "--store", &s3, "show", "latest"])
+        .current_dir(fx.dir.path())
+        .env("WEIR_LOG", "warn")
+        .env("AWS_SECRET_ACCESS_KEY", "wrong")
+        .output()
+        .unwrap()
+        .into();
+    one_line_error(
+        denied,
+        &[&format!(
+            "access denied to bucket `{bucket}` at {} (S3 error SignatureDoesNotMatch on list ",
+            env.endpoint
+        )],
+    );
+    one_line_error(
+        checkpoints_at(&fx, &s3, &["show", "9"]),
+        &["task `main` of pipeline `test` has no epoch 9 (epochs: 2, 3, 4)"],
+    );
+    one_line_error(
+        checkpoints_at(&fx, &format!("s3://{bucket}/elsewhere"), &["list"]),
+        &[&format!(
+            "checkpoint store `s3://{bucket}/elsewhere` holds no checkpoints"
+        )],
+    );
+    // A corrupt manifest in the bucket.
+    let store = weir::checkpoint::CheckpointStore::open(&s3, "test").unwrap();
+    let key = weir::checkpoint::layout::manifest(store.root(), "main", 4);
+    block_on(async {
+        use object_store::ObjectStoreExt;
+        let bytes = store
+            .object_store()
+            .get(&key)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        store
+            .object_store()
+            .put(&key, bytes.slice(..bytes.len() / 2).into())
+            .await
+            .unwrap();
+    });
+    one_line_error(
+        checkpoints_at(&fx, &s3, &["show", "4"]),
+        &[&format!("checkpoint store {s3}: {key} is corrupt")],
+    );
+    let run = checkpoints_at(&fx, &s3, &["verify", "4"]);
+    assert_contains(&run.stdout, &["epoch 4: FAILED"]);
+    one_line_error(run, &["epoch 4 failed verification: ", key.as_ref()]);
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// The S3 twin of [`gc_while_a_pipeline_writes_never_damages_a_checkpoint`]:
+/// `gc --keep 1` and `verify` over and over while a pipeline writes to the
+/// bucket, the pipeline killed during a page upload, the orphans spared and
+/// then swept, and a resume that is exact.
+#[test]
+fn gc_while_a_pipeline_writes_to_s3_never_damages_a_checkpoint() {
+    const RECORDS: usize = 20_000;
+    let location = format!("s3://{}/w", fresh_bucket("gc-while-writing"));
+    let store = weir::checkpoint::CheckpointStore::open(&location, "test").unwrap();
+    let fx = Fixture::new();
+    fx.write("input.csv", input(RECORDS));
+    fx.write(
+        "pipeline.toml",
+        faulty_parts_pipeline(
+            50,
+            &format!("interval_records = 200\ninterval_ms = 0\nkeep = 3\nstore = {location:?}"),
+        ),
+    );
+    let committed = || {
+        block_on(store.epochs("main"))
+            .unwrap()
+            .iter()
+            .any(|e| e.committed)
+    };
+    gc_beside_a_writer(&fx, &location, "during-page-upload:60", &committed);
+
+    // The killed epoch's pages are in the bucket, referenced by nothing:
+    // young, so spared; with no grace, swept.
+    let referenced = |store: &weir::checkpoint::CheckpointStore| -> (Vec<u64>, BTreeSet<Hash>) {
+        block_on(async {
+            let epochs = store.epochs("main").await.unwrap();
+            let mut pages = BTreeSet::new();
+            for e in &epochs {
+                if let Some(m) = store.read_manifest("main", e.epoch).await.unwrap() {
+                    pages.extend(m.pages());
+                }
+            }
+            (epochs.iter().map(|e| e.epoch).collect(), pages)
+        })
+    };
+    let stored = || -> BTreeSet<Hash> {
+        block_on(store.list_pages("main"))
+            .unwrap()
+            .iter()
+            .map(|p| p.hash)
+            .collect()
+    };
+    let (_, pages) = referenced(&store);
+    let orphans = stored().difference(&pages).count();
+    assert!(orphans > 0, "the kill left no page behind");
+    let spared = checkpoints_at_json(&fx, &location, &["gc", "--keep", "1"]);
+    assert_eq!(spared["unreferenced_pages_spared"], orphans);
+    assert_eq!(spared["unreferenced_pages_deleted"], 0);
+    let swept = checkpoints_at_json(&fx, &location, &["gc", "--keep", "1", "--grace", "0s"]);
+    assert_eq!(swept["unreferenced_pages_deleted"], orphans);
+    let (epochs, pages) = referenced(&store);
+    assert_eq!(stored(), pages);
+    assert_eq!(epochs.len(), 1);
+    checkpoints_at(&fx, &location, &["verify", "--all"]).ok();
+
+    let run = fx.weir(&["run", "pipeline.toml", "--json"]).ok();
+    let summary: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(summary["checkpoints"]["resumed_from"], epochs[0]);
+    assert_exact_output(&fx, RECORDS);
+    checkpoints_at(&fx, &location, &["verify", "--all"]).ok();
+}
+
+/// What the protocol tests need: a manifest to make others from (a real
+/// run's, so it has every field a manifest has), an async runtime, and a
+/// store of each kind, a local directory and a prefix in a fresh bucket
+/// (`name`).
+#[allow(clippy::type_complexity)]
+fn protocol_fixture(
+    name: &str,
+) -> (
+    Manifest,
+    tokio::runtime::Runtime,
+    Vec<(Option<tempfile::TempDir>, String)>,
+) {
+    let (local, _) = finished_run();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store").display().to_string();
+    let stores = vec![
+        (Some(dir), path),
+        (None, format!("s3://{}/p", fresh_bucket(name))),
+    ];
+    (manifest(&local, 4), runtime, stores)
+}
+
+/// The store of pipeline `proto` at `location`, and an uploader for its
+/// task `main` keeping 3 epochs.
+fn uploader_at(
+    location: &str,
+    runtime: &tokio::runtime::Runtime,
+) -> (weir::checkpoint::CheckpointStore, Uploader) {
+    let store = weir::checkpoint::CheckpointStore::open(location, "proto").unwrap();
+    let uploader =
+        Uploader::spawn(store.clone(), "main".into(), 3, runtime.handle().clone()).unwrap();
+    (store, uploader)
+}
+
+/// A manifest of pipeline `proto`, task `main`, epoch `epoch`, whose one
+/// operator's memory is `pages` (built from a real run's, so it has every
+/// field a manifest has).
+fn proto_manifest(template: &Manifest, epoch: u64, pages: &[Hash]) -> Manifest {
+    let mut m = template.clone();
+    m.pipeline = "proto".into();
+    m.task = "main".into();
+    m.epoch = epoch;
+    m.operators.truncate(1);
+    m.operators[0].memories = vec![weir::checkpoint::MemoryState {
+        size_bytes: 65536 * pages.len() as u64,
+        page_bytes: 65536,
+        pages: pages.to_vec(),
+    }];
+    m
+}
+
+fn page_bytes(fill: u8) -> (Hash, bytes::Bytes) {
+    let bytes = bytes::Bytes::from(vec![fill; 65536]);
+    (Hash::of(&bytes), bytes)
+}
+
+/// Waits (bounded) for the uploader's next report.
+fn next_event(uploader: &mut Uploader) -> UploadEvent {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(event) = uploader.poll().pop() {
+            return event;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no report in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The race the writer's half of the protocol closes: an epoch reuses a
+/// page that is in the store but referenced by no manifest (an earlier
+/// crashed attempt's), and a collector that decided to delete it (it holds
+/// its lease) deletes it after the writer found it there. The writer does
+/// not commit while the lease is live; then it finds the page gone, writes
+/// it again, and commits an epoch that restores.
+#[test]
+fn a_writer_restores_a_reused_page_a_collector_deleted_under_it_local_and_s3() {
+    let (template, runtime, stores) = protocol_fixture("reused-page");
+    for (_dir, location) in stores {
+        let (store, mut uploader) = uploader_at(&location, &runtime);
+        let (a, a_bytes) = page_bytes(1);
+        let (b, b_bytes) = page_bytes(2);
+        uploader.submit(EpochUpload {
+            manifest: proto_manifest(&template, 1, &[a]),
+            fresh_pages: vec![(a, a_bytes.clone())],
+            components: Vec::new(),
+        });
+        assert!(
+            matches!(next_event(&mut uploader), UploadEvent::Committed(_)),
+            "{location}"
+        );
+
+        // Page b: left by a crashed attempt, referenced by nothing. A
+        // collector takes its lease and decides to delete it.
+        runtime
+            .block_on(store.put_page("main", &b, b_bytes.clone()))
+            .unwrap();
+        let lease = runtime
+            .block_on(store.acquire_gc_lease("main", Duration::from_secs(60)))
+            .unwrap();
+        // Epoch 2 changes its memory so that it holds b again.
+        uploader.submit(EpochUpload {
+            manifest: proto_manifest(&template, 2, &[a, b]),
+            fresh_pages: vec![(b, b_bytes.clone())],
+            components: Vec::new(),
+        });
+        let started = std::time::Instant::now();
+        while runtime
+            .block_on(store.read_manifest("main", 2))
+            .unwrap()
+            .is_none()
+        {
+            assert!(started.elapsed() < Duration::from_secs(60));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // The manifest is stored; the writer now waits for the lease.
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            uploader.poll().is_empty(),
+            "{location}: committed under a live lease"
+        );
+        // The collector's deletion lands, and it gives its lease up.
+        runtime.block_on(store.delete_page("main", &b)).unwrap();
+        runtime.block_on(store.release_gc_lease(&lease)).unwrap();
+        match next_event(&mut uploader) {
+            UploadEvent::Committed(m) => assert_eq!(m.epoch, 2),
+            UploadEvent::Failed { error, .. } => panic!("{location}: {error}"),
+        }
+        assert!(
+            runtime.block_on(store.has_page("main", &b)).unwrap(),
+            "{location}"
+        );
+        let restored = runtime
+            .block_on(weir::checkpoint::recovery::newest_restorable(
+                &store, "main",
+            ))
+            .unwrap()
+            .unwrap();
+        assert_eq!(restored.manifest.epoch, 2);
+        assert!(restored.memories[0][0] == [a_bytes.as_ref(), b_bytes.as_ref()].concat());
+    }
+}
+
+/// The collector's half: pages an epoch being written references (its
+/// manifest stored, not committed yet) are never deleted, even when only
+/// the epochs being collected referenced them before; the in-flight epoch
+/// itself is left alone.
+#[test]
+fn gc_never_deletes_a_page_an_uncommitted_manifest_references_local_and_s3() {
+    let (template, _, stores) = protocol_fixture("in-flight");
+    for (_dir, location) in stores {
+        let store = weir::checkpoint::CheckpointStore::open(&location, "proto").unwrap();
+        let pages: Vec<(Hash, bytes::Bytes)> = (1..=4).map(page_bytes).collect();
+        block_on(async {
+            for (hash, bytes) in &pages {
+                store.put_page("main", hash, bytes.clone()).await.unwrap();
+            }
+            // Epochs 1-3 committed, each with its own page; epoch 4 in
+            // flight, reverting to epoch 1's page.
+            for (epoch, page) in [(1, 0), (2, 1), (3, 2), (4, 0)] {
+                let m = proto_manifest(&template, epoch, &[pages[page].0, pages[3].0]);
+                let marker = store.put_manifest(&m).await.unwrap();
+                if epoch < 4 {
+                    store.commit("main", epoch, &marker).await.unwrap();
+                }
+            }
+        });
+        let fx = Fixture::new();
+        let gc = checkpoints_at_json(&fx, &location, &["gc", "--keep", "1", "--grace", "0s"]);
+        assert_eq!(
+            gc["epochs_deleted"],
+            serde_json::json!([1, 2]),
+            "{location}"
+        );
+        assert_eq!(gc["epochs_left"], serde_json::json!([3, 4]), "{location}");
+        assert_eq!(
+            gc["pages_deleted"], 1,
+            "{location}: only epoch 2's own page"
+        );
+        let left: BTreeSet<Hash> = block_on(store.list_pages("main"))
+            .unwrap()
+            .iter()
+            .map(|p| p.hash)
+            .collect();
+        let expected: BTreeSet<Hash> = [0, 2, 3].iter().map(|&i| pages[i].0).collect();
+        assert_eq!(left, expected, "{location}");
+        assert!(block_on(store.read_manifest("main", 4)).unwrap().is_some());
+    }
+}
+
+/// The first epoch a run stores keeps pages of the checkpoint it resumed
+/// from without writing them; if one is gone (a collector deleted that
+/// checkpoint, which was not the newest), the epoch fails rather than
+/// commit a checkpoint that cannot be restored.
+#[test]
+fn a_first_epoch_whose_kept_page_is_gone_is_not_committed_local_and_s3() {
+    let (template, runtime, stores) = protocol_fixture("kept-page-gone");
+    for (_dir, location) in stores {
+        let (store, mut uploader) = uploader_at(&location, &runtime);
+        let (gone, _) = page_bytes(7);
+        let (fresh, fresh_bytes) = page_bytes(8);
+        uploader.submit(EpochUpload {
+            manifest: proto_manifest(&template, 5, &[gone, fresh]),
+            fresh_pages: vec![(fresh, fresh_bytes)],
+            components: Vec::new(),
+        });
+        match next_event(&mut uploader) {
+            UploadEvent::Failed { epoch, error } => {
+                assert_eq!(epoch, 5);
+                assert_contains(
+                    &error.to_string(),
+                    &[
+                        &store.page_key("main", &gone),
+                        "is gone, but epoch 5 reuses it from the checkpoint this run resumed from",
+                        "the epoch is not committed",
+                    ],
+                );
+            }
+            UploadEvent::Committed(_) => panic!("{location}: committed with a page missing"),
+        }
+        let epochs = runtime.block_on(store.epochs("main")).unwrap();
+        assert!(
+            epochs.iter().all(|e| !e.committed),
+            "{location}: {epochs:?}"
+        );
+    }
 }

@@ -9,5 +9,8 @@ mod checkpoints;
 mod cli;
 mod conformance;
 mod crash;
+mod determinism;
 mod examples;
 mod inspect;
+mod kafka;
+mod s3;

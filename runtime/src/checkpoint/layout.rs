@@ -43,6 +43,17 @@ pub fn page(pipeline_root: &Path, task: &str, hash: &Hash) -> Path {
     pages(pipeline_root, task).join(&hex[..2]).join(hex)
 }
 
+/// `<pipeline root>/tasks/<task>/gc/`: the leases of garbage collectors
+/// at work on the task (see `inspect::gc`).
+pub fn gc_leases(pipeline_root: &Path, task: &str) -> Path {
+    pipeline_root.clone().join("tasks").join(task).join("gc")
+}
+
+/// One collector's lease, `<pipeline root>/tasks/<task>/gc/<id>`.
+pub fn gc_lease(pipeline_root: &Path, task: &str, id: &str) -> Path {
+    gc_leases(pipeline_root, task).join(id)
+}
+
 /// `<pipeline root>/tasks/<task>/epochs/`.
 pub fn epochs(pipeline_root: &Path, task: &str) -> Path {
     pipeline_root
@@ -66,6 +77,25 @@ pub fn manifest(pipeline_root: &Path, task: &str, epoch_number: u64) -> Path {
 /// The commit marker of an epoch.
 pub fn commit(pipeline_root: &Path, task: &str, epoch_number: u64) -> Path {
     epoch(pipeline_root, task, epoch_number).join("commit")
+}
+
+/// `<pipeline root>/tasks/<task>/lookups/`: the lookup write-ahead log.
+pub fn lookups(pipeline_root: &Path, task: &str) -> Path {
+    pipeline_root
+        .clone()
+        .join("tasks")
+        .join(task)
+        .join("lookups")
+}
+
+/// `<pipeline root>/tasks/<task>/lookups/<operator>/<index>`: lookup number
+/// `index` of an operator, written before the operator sees its answer. The
+/// operator's name is one key segment (percent-encoded where needed); the
+/// index has 20 digits, so listing order is numeric order.
+pub fn lookup(pipeline_root: &Path, task: &str, operator: &str, index: u64) -> Path {
+    lookups(pipeline_root, task)
+        .join(operator)
+        .join(format!("{index:020}"))
 }
 
 /// Parses the epoch number out of an epoch directory name.

@@ -1,15 +1,21 @@
 //! The manifest of an epoch and its commit marker: the documented, versioned
 //! format (docs/checkpoint-format.md). Encoded with postcard; field order is
-//! part of the format, so fields are only ever appended in a new version.
+//! part of the format, so fields are only ever appended in a new version, and
+//! a reader decodes an older version by taking the fields appended since as
+//! absent.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::journal::EpochJournal;
 use crate::record::Position;
 
 /// The manifest format this weir writes. It reads this and every older one.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// - 1: the first format.
+/// - 2: appends [`Manifest::journal`] (the epoch journal).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Bytes per state page: one WebAssembly page, so every memory is a whole
 /// number of pages.
@@ -80,6 +86,9 @@ pub struct Manifest {
     pub operators: Vec<OperatorState>,
     /// Measurements of this checkpoint.
     pub stats: EpochStats,
+    /// The recorded inputs of the epoch (format 2); `None` in a manifest of
+    /// format 1, or when the pipeline ran without recording.
+    pub journal: Option<EpochJournal>,
 }
 
 /// The captured state of one operator instance.
@@ -182,14 +191,19 @@ pub enum DecodeError {
     Malformed(String),
 }
 
-fn decode<T: for<'a> Deserialize<'a>>(bytes: &[u8]) -> Result<T, DecodeError> {
-    // The version is the first field of both objects: read it alone first,
-    // so a newer format is reported as such rather than as garbage.
+/// Reads the format version, the first field of both objects, alone: a newer
+/// format is reported as such rather than as garbage.
+fn version_of(bytes: &[u8]) -> Result<u32, DecodeError> {
     let (version, _): (u32, _) =
         postcard::take_from_bytes(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
     if version > FORMAT_VERSION {
         return Err(DecodeError::TooNew { found: version });
     }
+    Ok(version)
+}
+
+fn decode<T: for<'a> Deserialize<'a>>(bytes: &[u8]) -> Result<T, DecodeError> {
+    version_of(bytes)?;
     let (value, rest) =
         postcard::take_from_bytes(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
@@ -223,9 +237,19 @@ impl Manifest {
         postcard::to_allocvec(self).unwrap_or_else(|e| unreachable!("postcard to Vec: {e}"))
     }
 
-    /// Decodes a manifest, refusing newer formats and trailing bytes.
+    /// Decodes a manifest of this or any older format, refusing newer
+    /// formats and trailing bytes.
     pub fn decode(bytes: &[u8]) -> Result<Manifest, DecodeError> {
-        decode(bytes)
+        if version_of(bytes)? >= 2 {
+            return decode(bytes);
+        }
+        // Format 1 is format 2 without the journal: appending postcard's
+        // `None` (one zero byte) makes it a format-2 encoding of the same
+        // manifest with no journal.
+        let mut upgraded = Vec::with_capacity(bytes.len() + 1);
+        upgraded.extend_from_slice(bytes);
+        upgraded.push(0);
+        decode(&upgraded)
     }
 }
 

@@ -17,12 +17,18 @@
 //! named by their hash, so writing one twice is harmless and reading one
 //! verifies it.
 
+pub mod journal;
 pub mod layout;
+pub mod lookups;
 pub mod manifest;
 pub mod recovery;
 mod store;
 pub mod uploader;
 
+pub use journal::{
+    EpochJournal, LookupAnswer, LookupEntry, LookupRequest, OperatorJournal, ReadEnd, RecordedRead,
+    RecordedState, SinkOutputs,
+};
 pub use manifest::{
     CommitMarker, EpochStats, FORMAT_VERSION, GlobalState, Hash, HeldHandle, Manifest, MemoryState,
     OperatorState, PAGE_BYTES,

@@ -382,6 +382,7 @@ mod tests {
                 records_in: line - 1,
                 ..EpochStats::default()
             },
+            journal: None,
         }
     }
 

@@ -127,7 +127,7 @@ pub enum InspectError {
     },
     /// The store kept changing under a garbage collection.
     #[error(
-        "task `{task}`: checkpoints were deleted by another process while collecting garbage, {attempts} times in a row; nothing more was deleted, try again"
+        "task `{task}`: the garbage collection did not finish in {attempts} rounds (another process deleted checkpoints it was reading, or a round ran out of time); what it deleted is safe to have deleted, run it again"
     )]
     Contended {
         /// The task.

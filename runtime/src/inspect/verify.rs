@@ -278,9 +278,9 @@ fn problem(target: &Target, e: &StoreError) -> Problem {
         StoreError::Backend {
             key,
             operation,
-            source,
+            cause,
             ..
-        } => (key.clone(), format!("{operation} failed: {source}")),
+        } => (key.clone(), format!("{operation} failed: {cause}")),
         other => (target.location().to_owned(), other.to_string()),
     };
     Problem { object, problem }

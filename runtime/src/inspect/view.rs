@@ -48,8 +48,9 @@ impl From<&Manifest> for ManifestView {
     }
 }
 
-/// A source position: `{"kind": "file", "line", "byte"}` or
-/// `{"kind": "sequence", "index"}`.
+/// A source position: `{"kind": "file", "line", "byte"}`,
+/// `{"kind": "sequence", "index"}` or `{"kind": "offset", "partition",
+/// "offset"}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum PositionView {
@@ -65,6 +66,13 @@ pub enum PositionView {
         /// The index.
         index: u64,
     },
+    /// An offset in a Kafka partition.
+    Offset {
+        /// The partition.
+        partition: u32,
+        /// The offset.
+        offset: u64,
+    },
 }
 
 impl From<&Position> for PositionView {
@@ -72,6 +80,7 @@ impl From<&Position> for PositionView {
         match *p {
             Position::File { line, byte } => PositionView::File { line, byte },
             Position::Sequence(index) => PositionView::Sequence { index },
+            Position::Offset { partition, offset } => PositionView::Offset { partition, offset },
         }
     }
 }
@@ -81,6 +90,9 @@ impl fmt::Display for PositionView {
         match self {
             PositionView::File { line, byte } => write!(f, "line {line} (byte {byte})"),
             PositionView::Sequence { index } => write!(f, "record #{index}"),
+            PositionView::Offset { partition, offset } => {
+                write!(f, "partition {partition} offset {offset}")
+            }
         }
     }
 }

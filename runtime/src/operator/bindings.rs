@@ -4,4 +4,7 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "operator",
+    // A lookup traps when its answer cannot be recorded or does not match
+    // the journal (see `recorded`).
+    imports: { "weir:operator/recorded": trappable },
 });

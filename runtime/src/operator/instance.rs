@@ -2,18 +2,22 @@
 
 use std::sync::Arc;
 
-use wasmtime::component::{HasSelf, Instance, Linker, ResourceTable};
-use wasmtime::{Engine, ResourceLimiter, Store, Trap};
+use wasmtime::component::{HasData, HasSelf, Instance, Linker, Resource, ResourceTable};
+use wasmtime::{Engine, ResourceLimiter, Store, StoreContextMut, Trap};
+use wasmtime_wasi::p2::{DynPollable, Pollable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use weir_snapshot::wasi::{HandleJournal, JournalHost, Stdio};
 
 use super::OperatorError;
-use super::bindings::weir::operator::{host, types};
+use super::bindings::weir::operator::{host, recorded, types};
 use super::bindings::{Operator, OperatorPre};
 use super::guest_output::GuestOutput;
 use super::load::{ComponentCache, LoadedComponent};
 use super::packed::{self, ProcessPacked};
+use super::policy::{self, DeniedPolicy};
+use super::recorded::{RandomStream, TaskInputs};
 use super::state::PageBaseline;
+use crate::checkpoint::{LookupAnswer, LookupRequest, RecordedState};
 use crate::record::{BatchResult, Record};
 
 /// Resource limits of an instance.
@@ -79,6 +83,12 @@ fn guest_said(output: &str) -> String {
 pub struct HostState {
     operator: Arc<str>,
     wasi: WasiCtx,
+    /// The task's recorded inputs (time of the batch, lookup answers).
+    inputs: TaskInputs,
+    /// The instance's random streams (`random`, `insecure`), when recorded.
+    random: Option<(RandomStream, RandomStream)>,
+    /// Lookups made so far (denied ones not counted).
+    lookups: u64,
     /// The guest's stdio, for streams created when it asks for them.
     stdout: GuestOutput,
     stderr: GuestOutput,
@@ -89,6 +99,93 @@ pub struct HostState {
     /// What the last capture (or the restore) saw, and what the current
     /// capture receives.
     pub(super) pages: PageBaseline,
+}
+
+impl HostState {
+    /// The operator's name.
+    pub fn operator(&self) -> &str {
+        &self.operator
+    }
+
+    /// How far the instance has read its recorded inputs.
+    pub(super) fn recorded_state(&self) -> RecordedState {
+        let (random_bytes, insecure_random_bytes) = self
+            .random
+            .as_ref()
+            .map_or((0, 0), |(r, i)| (r.position(), i.position()));
+        RecordedState {
+            random_bytes,
+            insecure_random_bytes,
+            lookups: self.lookups,
+        }
+    }
+
+    /// Continues the recorded inputs from `at` (a restore).
+    pub(super) fn set_recorded_state(&mut self, at: &RecordedState) {
+        if let Some((random, insecure)) = &self.random {
+            random.set_position(at.random_bytes);
+            insecure.set_position(at.insecure_random_bytes);
+        }
+        self.lookups = at.lookups;
+        self.inputs.restored(&self.operator, at.lookups);
+    }
+
+    fn lookup(&mut self, request: LookupRequest) -> wasmtime::Result<Result<LookupAnswer, String>> {
+        let index = self.lookups;
+        match self.inputs.lookup(&self.operator, index, request) {
+            Ok(Ok(answer)) => {
+                self.lookups += 1;
+                Ok(Ok(answer))
+            }
+            Ok(Err(denied)) => Ok(Err(denied)),
+            Err(trap) => Err(wasmtime::Error::msg(trap)),
+        }
+    }
+}
+
+fn lookup_error(answer: LookupAnswer) -> recorded::LookupError {
+    match answer {
+        LookupAnswer::TooLarge { limit } => recorded::LookupError::TooLarge(limit),
+        LookupAnswer::Failed { message } => recorded::LookupError::Failed(message),
+        LookupAnswer::Http { .. } => {
+            recorded::LookupError::Failed("the recorded answer is an HTTP response".into())
+        }
+        LookupAnswer::File { .. } => {
+            recorded::LookupError::Failed("the recorded answer is a file's content".into())
+        }
+    }
+}
+
+impl recorded::Host for HostState {
+    fn http_get(
+        &mut self,
+        url: String,
+    ) -> wasmtime::Result<Result<recorded::HttpResponse, recorded::LookupError>> {
+        Ok(match self.lookup(LookupRequest::HttpGet { url })? {
+            Err(denied) => Err(recorded::LookupError::Denied(denied)),
+            Ok(LookupAnswer::Http {
+                status,
+                headers,
+                body,
+            }) => Ok(recorded::HttpResponse {
+                status,
+                headers,
+                body,
+            }),
+            Ok(other) => Err(lookup_error(other)),
+        })
+    }
+
+    fn read_file(
+        &mut self,
+        path: String,
+    ) -> wasmtime::Result<Result<Vec<u8>, recorded::LookupError>> {
+        Ok(match self.lookup(LookupRequest::ReadFile { path })? {
+            Err(denied) => Err(recorded::LookupError::Denied(denied)),
+            Ok(LookupAnswer::File { bytes }) => Ok(bytes),
+            Ok(other) => Err(lookup_error(other)),
+        })
+    }
 }
 
 impl WasiView for HostState {
@@ -165,16 +262,101 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
-/// The linker every operator is instantiated with: weir's host interface,
-/// the snapshot receiver, and WASI with no filesystem, network, environment
-/// or arguments granted.
+/// The linker every operator is instantiated with: weir's host interfaces,
+/// the snapshot receiver, and the WASI 0.2 interfaces weir provides
+/// (`policy` lists them): no files, network, environment or arguments.
 pub fn new_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    add_provided_wasi(&mut linker)?;
     weir_snapshot::wasi::add_journaling(&mut linker)?;
+    add_recorded_timers(&mut linker)?;
     Operator::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
     super::state::add_to_linker(&mut linker)?;
     Ok(linker)
+}
+
+/// `HasData` for the WASI interfaces that only need the resource table.
+struct HasTable;
+
+impl HasData for HasTable {
+    type Data<'a> = &'a mut ResourceTable;
+}
+
+/// The WASI 0.2 interfaces weir provides (see `policy::PROVIDED`), as
+/// wasmtime-wasi implements them; clocks and randomness read the recorded
+/// values the `WasiCtx` is built with.
+fn add_provided_wasi(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::cli::{WasiCli, WasiCliView};
+    use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
+    use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
+    use wasmtime_wasi::p2::bindings::{cli, clocks, random, sync};
+    use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
+
+    let l = linker;
+    fn table(t: &mut HostState) -> &mut ResourceTable {
+        &mut t.table
+    }
+    fn rng(t: &mut HostState) -> &mut wasmtime_wasi::random::WasiRandomCtx {
+        WasiRandomView::random(t)
+    }
+    sync::io::error::add_to_linker::<HostState, HasTable>(l, table)?;
+    sync::io::poll::add_to_linker::<HostState, HasTable>(l, table)?;
+    sync::io::streams::add_to_linker::<HostState, HasTable>(l, table)?;
+    clocks::wall_clock::add_to_linker::<HostState, WasiClocks>(l, HostState::clocks)?;
+    clocks::monotonic_clock::add_to_linker::<HostState, WasiClocks>(l, HostState::clocks)?;
+    random::random::add_to_linker::<HostState, WasiRandom>(l, rng)?;
+    random::insecure::add_to_linker::<HostState, WasiRandom>(l, rng)?;
+    random::insecure_seed::add_to_linker::<HostState, WasiRandom>(l, rng)?;
+    cli::exit::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::environment::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::stdin::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::stdout::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::stderr::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::terminal_input::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::terminal_output::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::terminal_stdin::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::terminal_stdout::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::terminal_stderr::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    sync::filesystem::types::add_to_linker::<HostState, WasiFilesystem>(l, HostState::filesystem)?;
+    Ok(())
+}
+
+/// A timer that is ready at once: recorded time does not pass during a
+/// call, so a wait never has to wait (and never depends on the host).
+struct ReadyNow;
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for ReadyNow {
+    async fn ready(&mut self) {}
+}
+
+/// Shadows `subscribe-instant` and `subscribe-duration` of
+/// `wasi:clocks/monotonic-clock` with timers that are ready at once, so a
+/// guest's sleep or `poll` never depends on how fast the host is.
+fn add_recorded_timers(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    let name = format!(
+        "wasi:clocks/monotonic-clock@{}",
+        weir_snapshot::wasi::WASI_P2_VERSION
+    );
+    linker.allow_shadowing(true);
+    let result = (|| {
+        let mut inst = linker.instance(&name)?;
+        for func in ["subscribe-instant", "subscribe-duration"] {
+            inst.func_wrap(
+                func,
+                |mut cx: StoreContextMut<'_, HostState>, (_,): (u64,)| {
+                    let table = &mut cx.data_mut().table;
+                    let timer = table.push(ReadyNow)?;
+                    let pollable: Resource<DynPollable> =
+                        wasmtime_wasi::p2::subscribe(table, timer)?;
+                    Ok((pollable,))
+                },
+            )?;
+        }
+        Ok(())
+    })();
+    linker.allow_shadowing(false);
+    result
 }
 
 /// A component compiled, checked and linked; instantiate it once per task.
@@ -188,7 +370,7 @@ pub struct PreparedOperator {
 }
 
 impl PreparedOperator {
-    /// Loads the component at `path` and links it.
+    /// Loads the component at `path` and links it (denied imports refused).
     pub fn prepare(
         engine: &Engine,
         linker: &Linker<HostState>,
@@ -199,9 +381,49 @@ impl PreparedOperator {
         limits: Limits,
     ) -> Result<PreparedOperator, OperatorError> {
         let loaded = cache.load(engine, name, path)?;
+        PreparedOperator::link(
+            engine,
+            linker,
+            name,
+            loaded,
+            config,
+            limits,
+            DeniedPolicy::Strict,
+        )
+    }
+
+    /// Links a loaded component, applying `denied` to the imports weir does
+    /// not provide.
+    pub fn link(
+        engine: &Engine,
+        linker: &Linker<HostState>,
+        name: &str,
+        loaded: LoadedComponent,
+        config: Vec<(String, String)>,
+        limits: Limits,
+        denied: DeniedPolicy,
+    ) -> Result<PreparedOperator, OperatorError> {
         let link_error = |e: wasmtime::Error| OperatorError::Link {
             operator: name.to_owned(),
             message: format!("{e:#}"),
+        };
+        let refused = policy::denied_imports(engine, &loaded.component);
+        let stubbed;
+        let linker = match (denied, refused.is_empty()) {
+            (_, true) => linker,
+            (DeniedPolicy::Strict, false) => {
+                return Err(OperatorError::Denied {
+                    operator: name.to_owned(),
+                    message: policy::refusal(name, &refused),
+                });
+            }
+            (DeniedPolicy::Trap, false) => {
+                let mut with_stubs = linker.clone();
+                policy::link_trapping_stubs(engine, &mut with_stubs, &loaded.component)
+                    .map_err(link_error)?;
+                stubbed = with_stubs;
+                &stubbed
+            }
         };
         let instance_pre = linker
             .instantiate_pre(&loaded.component)
@@ -229,12 +451,18 @@ impl PreparedOperator {
 
     /// A fresh instance, initialized with the operator's configuration.
     pub fn instantiate(&self) -> Result<OperatorInstance, OperatorError> {
+        self.instantiate_with(&TaskInputs::default())
+    }
+
+    /// A fresh instance of a task with recorded inputs `inputs`, initialized
+    /// with the operator's configuration.
+    pub fn instantiate_with(&self, inputs: &TaskInputs) -> Result<OperatorInstance, OperatorError> {
         let init_error = |message: String| OperatorError::Init {
             operator: self.name.to_string(),
             message,
         };
         let mut instance = self
-            .instantiate_bare()
+            .instantiate_bare(inputs)
             .map_err(|e| init_error(format!("instantiation failed: {e:#}")))?;
         instance
             .store
@@ -263,16 +491,33 @@ impl PreparedOperator {
 
     /// An instance on which nothing was called yet: the starting point of
     /// both `init` and a restore.
-    pub(super) fn instantiate_bare(&self) -> wasmtime::Result<OperatorInstance> {
+    pub(super) fn instantiate_bare(
+        &self,
+        inputs: &TaskInputs,
+    ) -> wasmtime::Result<OperatorInstance> {
         let stdout = GuestOutput::new(self.name.clone(), "stdout");
         let stderr = GuestOutput::new(self.name.clone(), "stderr");
-        let wasi = WasiCtx::builder()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .build();
+        let mut builder = WasiCtx::builder();
+        builder.stdout(stdout.clone()).stderr(stderr.clone());
+        let random = super::recorded::recording().then(|| {
+            let (wall, monotonic) = inputs.clocks();
+            let (random, insecure) = inputs.random_streams(&self.name, &RecordedState::default());
+            builder
+                .wall_clock(wall)
+                .monotonic_clock(monotonic)
+                .secure_random(random.clone())
+                .insecure_random(insecure.clone())
+                .insecure_random_seed(inputs.insecure_seed(&self.name));
+            (random, insecure)
+        });
+        let wasi = builder.build();
+        inputs.restored(&self.name, 0);
         let state = HostState {
             operator: self.name.clone(),
             wasi,
+            inputs: inputs.clone(),
+            random,
+            lookups: 0,
             stdout: stdout.clone(),
             stderr: stderr.clone(),
             journal: HandleJournal::default(),
@@ -389,7 +634,9 @@ impl OperatorInstance {
         }
         let trap = match error.downcast_ref::<Trap>() {
             Some(trap) => trap.to_string(),
-            None => format!("{error:#}"),
+            // A host function's own error (a denied call, a lookup that
+            // cannot be recorded): its message, without wasmtime's backtrace.
+            None => error.root_cause().to_string(),
         };
         Fault::Trap { trap, guest_output }
     }

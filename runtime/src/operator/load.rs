@@ -71,6 +71,24 @@ impl ComponentCache {
         };
         let bytes =
             std::fs::read(path).map_err(|e| fail(format!("cannot read the component: {e}")))?;
+        self.load_bytes(engine, operator, path, bytes)
+    }
+
+    /// Like [`ComponentCache::load`], for a component's bytes already read
+    /// (from a checkpoint store, say); `path` names where they came from in
+    /// messages.
+    pub fn load_bytes(
+        &self,
+        engine: &Engine,
+        operator: &str,
+        path: &Path,
+        bytes: Vec<u8>,
+    ) -> Result<LoadedComponent, OperatorError> {
+        let fail = |message: String| OperatorError::Load {
+            operator: operator.to_owned(),
+            path: path.to_owned(),
+            message,
+        };
         if wasmparser::Parser::is_core_wasm(&bytes) {
             return Err(fail(
                 "this is a core WebAssembly module, not a component; build the operator for \

@@ -15,12 +15,16 @@ mod guest_output;
 mod instance;
 mod load;
 mod packed;
+pub mod policy;
+pub mod recorded;
 mod state;
 
 pub use engine::new_engine;
-pub use instance::{Fault, Limits, OperatorInstance, PreparedOperator, new_linker};
+pub use instance::{Fault, HostState, Limits, OperatorInstance, PreparedOperator, new_linker};
 pub use load::{ComponentCache, HANDLER_EXPORT, LoadedComponent};
 pub use packed::NO_PACKED_BATCHES_ENV;
+pub use policy::DeniedPolicy;
+pub use recorded::{LookupLog, LookupPolicy, TaskInputs};
 pub use state::{CapturedState, NO_DIRTY_TRACKING_ENV};
 
 use std::path::PathBuf;
@@ -45,6 +49,15 @@ pub enum OperatorError {
         /// The operator's name.
         operator: String,
         /// What is missing, as wasmtime reports it.
+        message: String,
+    },
+    /// The component imports what weir denies, under the `strict` policy.
+    #[error("{message}")]
+    Denied {
+        /// The operator's name.
+        operator: String,
+        /// Every denied import, with what to use instead (the message
+        /// starts with the operator's name).
         message: String,
     },
     /// `init` returned an error or trapped.

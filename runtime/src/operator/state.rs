@@ -20,7 +20,10 @@ use weir_snapshot::{ACCESS_INSTANCE, GlobalType, HOST_INSTANCE, PUT_MEMORY};
 
 use super::OperatorError;
 use super::instance::{HostState, OperatorInstance, PreparedOperator};
-use crate::checkpoint::{GlobalState, Hash, HeldHandle, MemoryState, OperatorState, PAGE_BYTES};
+use super::recorded::TaskInputs;
+use crate::checkpoint::{
+    GlobalState, Hash, HeldHandle, MemoryState, OperatorState, PAGE_BYTES, RecordedState,
+};
 
 /// The state of one instance, as a checkpoint stores it.
 #[derive(Debug, Clone)]
@@ -31,6 +34,9 @@ pub struct CapturedState {
     /// The pages whose content was not in the previous capture or restore,
     /// each once.
     pub fresh_pages: Vec<(Hash, Bytes)>,
+    /// How far the instance has read its recorded inputs (host-side state,
+    /// stored in the epoch journal).
+    pub recorded: RecordedState,
 }
 
 /// Setting this environment variable (to anything) turns dirty-page
@@ -249,7 +255,9 @@ impl OperatorInstance {
         let mut seen = HashSet::new();
         fresh_pages.retain(|(hash, _)| seen.insert(*hash));
         self.store.data_mut().pages.known = known;
+        let recorded = self.store.data().recorded_state();
         Ok(CapturedState {
+            recorded,
             state: OperatorState {
                 name: prepared.name.to_string(),
                 component: prepared.loaded.hash,
@@ -307,13 +315,31 @@ fn global_bits(global: GlobalState) -> (GlobalType, u64) {
 }
 
 impl PreparedOperator {
-    /// A new instance in exactly the state `state` describes. `memories`
-    /// holds the bytes of each memory of `state`, in order (the caller
-    /// fetched and verified its pages).
+    /// A new instance in exactly the state `state` describes, on default
+    /// recorded inputs (see [`PreparedOperator::restore_with`]).
     pub fn restore(
         &self,
         state: &OperatorState,
         memories: &[Vec<u8>],
+    ) -> Result<OperatorInstance, OperatorError> {
+        self.restore_with(
+            &TaskInputs::default(),
+            state,
+            memories,
+            &RecordedState::default(),
+        )
+    }
+
+    /// A new instance of a task with recorded inputs `inputs`, in exactly
+    /// the state `state` describes, continuing its recorded inputs from
+    /// `recorded`. `memories` holds the bytes of each memory of `state`, in
+    /// order (the caller fetched and verified its pages).
+    pub fn restore_with(
+        &self,
+        inputs: &TaskInputs,
+        state: &OperatorState,
+        memories: &[Vec<u8>],
+        recorded: &RecordedState,
     ) -> Result<OperatorInstance, OperatorError> {
         let fail = |message: String| failure(&self.name, "cannot restore state", message);
         let layout = &self.loaded.layout;
@@ -338,7 +364,7 @@ impl PreparedOperator {
             )));
         }
         let mut instance = self
-            .instantiate_bare()
+            .instantiate_bare(inputs)
             .map_err(|e| fail(format!("instantiation failed: {e:#}")))?;
         // Handles first, so they get the indices the restored memory holds.
         let journal: Vec<Held> = state
@@ -388,8 +414,9 @@ impl PreparedOperator {
             };
             result.map_err(|e| fail(format!("global {}: {e:#}", global.k)))?;
         }
-        let pages = &mut instance.store.data_mut().pages;
-        pages.known = state.memories.iter().map(|m| m.pages.clone()).collect();
+        let host = instance.store.data_mut();
+        host.set_recorded_state(recorded);
+        host.pages.known = state.memories.iter().map(|m| m.pages.clone()).collect();
         Ok(instance)
     }
 }

@@ -1,9 +1,12 @@
 //! The operator chain of a task: runs a batch through every operator in turn
 //! and routes outputs to the next operator or to sinks.
 
-use crate::checkpoint::OperatorState;
+use crate::checkpoint::Manifest;
+use crate::checkpoint::recovery::MemoryImages;
 use crate::config::MAIN_SINK;
-use crate::operator::{CapturedState, Fault, OperatorError, OperatorInstance, PreparedOperator};
+use crate::operator::{
+    CapturedState, Fault, OperatorError, OperatorInstance, PreparedOperator, TaskInputs,
+};
 use crate::record::{Output, Position, Record};
 
 use super::PipelineError;
@@ -48,13 +51,19 @@ enum MainRoute {
 pub struct Chain {
     prepared: Vec<PreparedOperator>,
     instances: Vec<OperatorInstance>,
+    /// The task's recorded inputs, which every instance reads.
+    inputs: TaskInputs,
     main_routes: Vec<MainRoute>,
     main_sink: Option<usize>,
 }
 
 impl Chain {
-    /// Instantiates every operator.
-    pub fn new(prepared: Vec<PreparedOperator>, sinks: &Sinks) -> Result<Chain, PipelineError> {
+    /// Instantiates every operator, on the task's recorded inputs.
+    pub fn new(
+        prepared: Vec<PreparedOperator>,
+        sinks: &Sinks,
+        inputs: TaskInputs,
+    ) -> Result<Chain, PipelineError> {
         let main_sink = sinks.index(MAIN_SINK);
         let last = prepared.len().saturating_sub(1);
         let main_routes = (0..prepared.len())
@@ -67,6 +76,7 @@ impl Chain {
         let mut chain = Chain {
             prepared,
             instances: Vec::new(),
+            inputs,
             main_routes,
             main_sink,
         };
@@ -84,23 +94,27 @@ impl Chain {
         self.instances = self
             .prepared
             .iter()
-            .map(PreparedOperator::instantiate)
+            .map(|p| p.instantiate_with(&self.inputs))
             .collect::<Result<_, OperatorError>>()?;
         Ok(())
     }
 
-    /// Replaces every instance with one restored from `states` (one per
-    /// operator, in order) and the bytes of their memories.
+    /// Replaces every instance with one restored from the checkpoint
+    /// `manifest` (its operators' states and recorded inputs) and the bytes
+    /// of their memories.
     pub fn restore(
         &mut self,
-        states: &[OperatorState],
-        memories: &[Vec<Vec<u8>>],
+        manifest: &Manifest,
+        memories: &MemoryImages,
     ) -> Result<(), PipelineError> {
+        let recorded = super::recorder::recorded_states(manifest);
         self.instances = self
             .prepared
             .iter()
-            .zip(states.iter().zip(memories))
-            .map(|(prepared, (state, memories))| prepared.restore(state, memories))
+            .zip(manifest.operators.iter().zip(memories).zip(&recorded))
+            .map(|(prepared, ((state, memories), recorded))| {
+                prepared.restore_with(&self.inputs, state, memories, recorded)
+            })
             .collect::<Result<_, OperatorError>>()?;
         Ok(())
     }

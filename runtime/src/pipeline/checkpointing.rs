@@ -13,9 +13,12 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::checkpoint::lookups::{self, StoreLookupLog};
 use crate::checkpoint::recovery::{self, MemoryImages, Restorable};
 use crate::checkpoint::uploader::{EpochUpload, UploadEvent, Uploader};
-use crate::checkpoint::{CheckpointStore, EpochStats, FORMAT_VERSION, Manifest};
+use crate::checkpoint::{
+    CheckpointStore, EpochStats, FORMAT_VERSION, LookupEntry, Manifest, RecordedState,
+};
 use crate::config::{CheckpointSpec, Pipeline};
 use crate::crashpoint;
 use crate::record::Position;
@@ -23,6 +26,7 @@ use crate::record::Position;
 use super::PipelineError;
 use super::build::Sinks;
 use super::chain::Chain;
+use super::recorder::Recorder;
 
 /// What checkpoints did in a run, for the summary.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -48,6 +52,17 @@ pub struct CheckpointSummary {
     pub state_hash: Option<String>,
 }
 
+/// Which checkpoint a task resumes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumeFrom {
+    /// The newest restorable committed checkpoint (falling back past
+    /// damaged ones).
+    Newest,
+    /// Exactly this epoch, or none (`None`: fresh state), because a sink
+    /// decided it (Kafka: the epoch whose transaction committed last).
+    Exactly(Option<u64>),
+}
+
 /// The checkpoint side of a task.
 pub struct Checkpointing {
     task: String,
@@ -65,6 +80,11 @@ pub struct Checkpointing {
     records_since_barrier: u64,
     last_barrier: Instant,
     summary: CheckpointSummary,
+    /// Lookup answers found in the lookup log (and newer journals) when the
+    /// task opened, for the task's recorded inputs.
+    recorded_lookups: Vec<(String, Vec<LookupEntry>)>,
+    /// Per operator, the first lookup-log entry that may still exist.
+    lookup_log_floor: std::collections::HashMap<String, u64>,
 }
 
 impl Checkpointing {
@@ -74,6 +94,16 @@ impl Checkpointing {
         pipeline: &Pipeline,
         task: &str,
         from_scratch: bool,
+    ) -> Result<(Checkpointing, Option<Restorable>), PipelineError> {
+        Self::open_at(pipeline, task, from_scratch, ResumeFrom::Newest)
+    }
+
+    /// [`Checkpointing::open`], resuming from the checkpoint `resume` names.
+    pub fn open_at(
+        pipeline: &Pipeline,
+        task: &str,
+        from_scratch: bool,
+        resume: ResumeFrom,
     ) -> Result<(Checkpointing, Option<Restorable>), PipelineError> {
         let spec = pipeline.spec.checkpoint.clone();
         let store = CheckpointStore::open(&spec.store, &pipeline.spec.name)?;
@@ -85,7 +115,8 @@ impl Checkpointing {
             .map_err(|e| PipelineError::Checkpoint(format!("cannot start I/O runtime: {e}")))?;
         let restorable = runtime.block_on(async {
             if from_scratch {
-                let deleted = store.delete_task(task).await?;
+                let deleted = store.delete_task(task).await?
+                    + lookups::delete_all(&store, task).await?;
                 if deleted > 0 {
                     tracing::info!(
                         task,
@@ -95,13 +126,50 @@ impl Checkpointing {
                 }
                 Ok(None)
             } else {
-                recovery::newest_restorable(&store, task).await
+                match resume {
+                    ResumeFrom::Newest => recovery::newest_restorable(&store, task)
+                        .await
+                        .map_err(PipelineError::from),
+                    ResumeFrom::Exactly(None) => Ok(None),
+                    ResumeFrom::Exactly(Some(epoch)) => {
+                        match recovery::load(&store, task, epoch).await {
+                            Ok((manifest, memories)) => Ok(Some(Restorable {
+                                manifest,
+                                memories,
+                                skipped: Vec::new(),
+                            })),
+                            Err(e) => Err(PipelineError::Checkpoint(format!(
+                                "task {task}: the sink's committed output ends with epoch {epoch}, so the run must resume from checkpoint {epoch}, which cannot be restored: {e}; resuming from another checkpoint would duplicate or lose output. Repair the store, or start over with --from-scratch"
+                            ))),
+                        }
+                    }
+                }
             }
         })?;
-        let newest_existing = runtime
-            .block_on(store.epochs(task))?
-            .last()
-            .map_or(0, |e| e.epoch);
+        let existing = runtime.block_on(store.epochs(task))?;
+        let newest_existing = existing.last().map_or(0, |e| e.epoch);
+        if let (ResumeFrom::Exactly(resume), false) = (resume, from_scratch) {
+            // Checkpoints after the one the sink's output ends with belong
+            // to epochs whose transactions were aborted: they can never be
+            // resumed from. Deleting them keeps `keep` counting checkpoints
+            // that matter (after repeated crashes they would otherwise push
+            // the one needed out of the window). Their numbers stay unused.
+            let resume = resume.unwrap_or(0);
+            let orphans: Vec<u64> = existing
+                .iter()
+                .map(|e| e.epoch)
+                .filter(|&e| e > resume)
+                .collect();
+            for &epoch in &orphans {
+                runtime.block_on(store.delete_epoch(task, epoch))?;
+            }
+            if !orphans.is_empty() {
+                tracing::info!(
+                    task,
+                    "deleted checkpoints {orphans:?}: newer than epoch {resume}, the last one whose output committed, so their output was aborted"
+                );
+            }
+        }
         let uploader = Uploader::spawn(
             store.clone(),
             task.to_owned(),
@@ -140,14 +208,75 @@ impl Checkpointing {
             records_since_barrier: 0,
             last_barrier: Instant::now(),
             summary,
+            recorded_lookups: Vec::new(),
+            lookup_log_floor: Default::default(),
         };
+        let mut checkpointing = checkpointing;
+        let operators: Vec<String> = pipeline
+            .spec
+            .operators
+            .iter()
+            .map(|o| o.name.clone())
+            .collect();
+        let restored = restorable.as_ref().map(|r| &r.manifest);
+        checkpointing.recorded_lookups = checkpointing.runtime.block_on(lookups::recorded(
+            &checkpointing.store,
+            task,
+            &operators,
+            restored,
+        ))?;
+        for operator in operators {
+            let floor = lookups::floor(restored, &operator);
+            checkpointing.lookup_log_floor.insert(operator, floor);
+        }
         Ok((checkpointing, restorable))
+    }
+
+    /// Where the task's operators' lookup answers are written before they
+    /// get them.
+    pub fn lookup_log(&self) -> std::sync::Arc<dyn crate::operator::LookupLog> {
+        std::sync::Arc::new(StoreLookupLog::new(
+            self.store.clone(),
+            &self.task,
+            self.runtime.handle().clone(),
+        ))
+    }
+
+    /// The lookup answers found when the task opened (each once).
+    pub fn take_recorded_lookups(&mut self) -> Vec<(String, Vec<LookupEntry>)> {
+        std::mem::take(&mut self.recorded_lookups)
+    }
+
+    /// Deletes the lookup-log entries `manifest`'s journal holds (the epoch
+    /// committed), in the background.
+    fn forget_logged_lookups(&mut self, manifest: &Manifest) {
+        for op in manifest.journal.iter().flat_map(|j| &j.operators) {
+            let floor = self.lookup_log_floor.entry(op.name.clone()).or_insert(0);
+            if op.at_end.lookups > *floor {
+                self.runtime.spawn(lookups::forget(
+                    self.store.object_store().clone(),
+                    self.store.root().clone(),
+                    self.task.clone(),
+                    op.name.clone(),
+                    *floor,
+                    op.at_end.lookups,
+                ));
+                *floor = op.at_end.lookups;
+            }
+        }
     }
 
     /// Numbers the next epoch after `epoch` at least (sinks may hold
     /// outputs of epochs whose checkpoints are gone).
     pub fn number_epochs_after(&mut self, epoch: u64) {
         self.next_epoch = self.next_epoch.max(epoch + 1);
+    }
+
+    /// Leaves one epoch number unused. A task taken over from a process
+    /// that may still be alive (fenced, but with an upload in flight) must
+    /// not reuse the number that upload may commit.
+    pub fn skip_epoch_number(&mut self) {
+        self.next_epoch += 1;
     }
 
     /// Counts records read since the last barrier.
@@ -183,18 +312,26 @@ impl Checkpointing {
         sinks: &mut Sinks,
         position: Position,
         records_in: u64,
+        recorder: &mut Recorder,
     ) -> Result<(), PipelineError> {
         self.finish(sinks)?;
         let epoch = self.next_epoch;
         for (_, sink) in &mut sinks.entries {
             sink.flush()?;
             if let Some(epoch_sink) = sink.as_epoch_sink() {
+                epoch_sink.epoch_position(epoch, &position)?;
                 epoch_sink.prepare(epoch)?;
             }
         }
         let paused = Instant::now();
         let captured = chain.capture()?;
         let capture_pause_us = paused.elapsed().as_micros() as u64;
+        let recorded: Vec<(&str, RecordedState)> = chain
+            .names()
+            .zip(captured.iter().map(|c| c.recorded))
+            .collect();
+        let sink_names: Vec<&str> = sinks.entries.iter().map(|(n, _)| n.as_str()).collect();
+        let journal = recorder.close_epoch(&recorded, &sink_names, epoch, position.clone());
         let mut fresh_pages = Vec::new();
         let mut operators = Vec::with_capacity(captured.len());
         for state in captured {
@@ -223,6 +360,7 @@ impl Checkpointing {
                 upload_us: 0,
                 records_in,
             },
+            journal: Some(journal),
         };
         let components = if self.components_stored {
             Vec::new()
@@ -271,6 +409,7 @@ impl Checkpointing {
             match event {
                 UploadEvent::Committed(manifest) => {
                     self.publish(sinks, manifest.epoch)?;
+                    self.forget_logged_lookups(&manifest);
                     self.summary.committed += 1;
                     self.summary.last_epoch = Some(manifest.epoch);
                     self.summary.uploaded_bytes += manifest.stats.new_bytes;

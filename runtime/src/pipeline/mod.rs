@@ -1,8 +1,9 @@
 //! The pipeline driver: source -> operator chain -> sinks, with the error
 //! policy applied to every record that cannot be processed.
 //!
-//! One [`task::Task`] runs the whole chain for one source (one input
-//! partition, later). Its loop reads a batch, hands it through the chain,
+//! One [`task::Task`] runs the whole chain for one source: the whole input
+//! of a local source (task `main`), or one partition of a Kafka topic
+//! ([`group`] runs one task per partition the process holds). Its loop reads a batch, hands it through the chain,
 //! routes the outputs, and writes them. A batch is atomic: if any operator
 //! faults on it, none of its outputs are written.
 //!
@@ -16,6 +17,9 @@ mod build;
 mod chain;
 mod checkpointing;
 mod dead_letter;
+pub mod group;
+mod recorder;
+pub mod replay;
 mod summary;
 mod task;
 
@@ -50,6 +54,9 @@ const TASK: &str = "main";
 /// Runs a pipeline to the end of its (bounded) source, resuming from the
 /// newest checkpoint if there is one.
 pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<Summary, PipelineError> {
+    if let crate::config::SourceSpec::Kafka(spec) = &pipeline.spec.source {
+        return group::run(pipeline, spec, options);
+    }
     let operators = build::operators(pipeline, &options.cache)?;
     let (mut checkpointing, resume) = if pipeline.spec.checkpoint.enabled {
         let (checkpointing, resume) =
@@ -60,7 +67,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<Summary, Pipelin
     };
     let source = build::source(pipeline)?;
     let committed = resume.as_ref().map(|r| r.manifest.epoch);
-    let mut sinks = build::sinks(pipeline, committed, options.from_scratch)?;
+    let mut sinks = build::sinks(pipeline, committed, options.from_scratch, None)?;
     if let Some(checkpointing) = &mut checkpointing {
         checkpointing.number_epochs_after(sinks.newest_epoch()?);
     }

@@ -4,10 +4,11 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use crate::checkpoint::recovery::Restorable;
+use crate::checkpoint::recovery::{MemoryImages, Restorable};
+use crate::checkpoint::{EpochJournal, Manifest, ReadEnd};
 use crate::config::{ErrorPolicy, Pipeline};
 use crate::crashpoint;
-use crate::operator::PreparedOperator;
+use crate::operator::{CapturedState, PreparedOperator, TaskInputs};
 use crate::record::{Malformed, Output, Position, SourceBatch};
 use crate::source::{ReadOutcome, Source};
 
@@ -16,20 +17,37 @@ use super::build::Sinks;
 use super::chain::{Chain, ChainError, Rejected};
 use super::checkpointing::Checkpointing;
 use super::dead_letter::{self, Origin};
+use super::recorder::Recorder;
 use super::summary::{OperatorStats, SinkStats, Summary};
 
 /// What the task fed its operators since the restore point, in order; replay
 /// reproduces the operators' state from it.
 #[derive(Debug, Clone, Copy)]
 enum Fed {
-    /// A batch of this many records went through the chain.
-    Batch(u32),
+    /// A batch of `records` records went through the chain, at recorded
+    /// time `time_ms`.
+    Batch { records: u32, time_ms: i64 },
     /// One record was removed from the stream (it made an operator fault).
     Removed,
 }
 
+/// What a replay of an epoch reached ([`Task::replay`]).
+pub struct Replayed {
+    /// Every operator's state at the end of the replay, in chain order.
+    pub captured: Vec<CapturedState>,
+    /// The journal of the replay: its reads, the lookups it used, what it
+    /// wrote per sink.
+    pub journal: EpochJournal,
+    /// Where the source stands after it.
+    pub position: Position,
+}
+
 /// How long an unbounded source that has nothing is left alone.
 const IDLE_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// How long a replay waits for records an unbounded source had delivered
+/// before.
+const REPLAY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub struct Task {
     name: String,
@@ -50,22 +68,62 @@ pub struct Task {
     buffers: Vec<Vec<Output>>,
     rejected: Vec<Rejected>,
     summary: Summary,
+    /// Recorded inputs: batch times, cuts, what the epoch wrote.
+    recorder: Recorder,
+    /// Without checkpointing, the state a replay started from (the restore
+    /// point of fault recovery), if not fresh.
+    initial: Option<(Manifest, MemoryImages)>,
 }
 
 impl Task {
     pub fn new(
         pipeline: &Pipeline,
         operators: Vec<PreparedOperator>,
+        source: Box<dyn Source>,
+        sinks: Sinks,
+        mut checkpointing: Option<Checkpointing>,
+        resume: Option<Restorable>,
+    ) -> Result<Task, PipelineError> {
+        let resumed = resume.as_ref().map(|r| &r.manifest);
+        let seed = super::recorder::task_seed(pipeline.spec.determinism.seed, resumed);
+        let log = checkpointing.as_ref().map(Checkpointing::lookup_log);
+        let inputs = TaskInputs::new(seed, pipeline.lookup_policy().into(), log, false);
+        if let Some(checkpointing) = &mut checkpointing {
+            for (operator, entries) in checkpointing.take_recorded_lookups() {
+                inputs.add_recorded(&operator, entries);
+            }
+        }
+        let start = match resumed {
+            Some(manifest) => manifest.source_position.clone(),
+            None => source.position(),
+        };
+        let recorder = Recorder::live(inputs, resumed, start, checkpointing.is_some());
+        Task::start(
+            pipeline,
+            operators,
+            source,
+            sinks,
+            checkpointing,
+            resume,
+            recorder,
+        )
+    }
+
+    /// A task recording (or replaying) with `recorder`.
+    pub fn start(
+        pipeline: &Pipeline,
+        operators: Vec<PreparedOperator>,
         mut source: Box<dyn Source>,
         sinks: Sinks,
         checkpointing: Option<Checkpointing>,
         resume: Option<Restorable>,
+        recorder: Recorder,
     ) -> Result<Task, PipelineError> {
         let spec = &pipeline.spec;
-        let mut chain = Chain::new(operators, &sinks)?;
+        let mut chain = Chain::new(operators, &sinks, recorder.inputs().clone())?;
         let mut records_before = 0;
         if let Some(resume) = &resume {
-            chain.restore(&resume.manifest.operators, &resume.memories)?;
+            chain.restore(&resume.manifest, &resume.memories)?;
             source.seek(&resume.manifest.source_position)?;
             records_before = resume.manifest.stats.records_in;
             tracing::info!(
@@ -92,6 +150,10 @@ impl Task {
                 .collect(),
             ..Summary::default()
         };
+        let initial = match (&checkpointing, resume) {
+            (None, Some(resume)) => Some((resume.manifest, resume.memories)),
+            _ => None,
+        };
         Ok(Task {
             name: spec.name.clone(),
             policy: spec.errors.policy,
@@ -108,6 +170,8 @@ impl Task {
             fed: Vec::new(),
             rejected: Vec::new(),
             summary,
+            recorder,
+            initial,
         })
     }
 
@@ -115,6 +179,37 @@ impl Task {
     pub fn run(mut self, stop: &AtomicBool) -> Result<Summary, PipelineError> {
         let started = Instant::now();
         tracing::info!(pipeline = %self.name, source = %self.source_name, "started");
+        self.run_loop(stop)?;
+        self.finish(started)
+    }
+
+    /// Replays the epoch journal the task's recorder holds (a task started
+    /// with [`Recorder::replay`], without checkpointing) to its end, and
+    /// returns the state the operators reach, what the replay wrote, and
+    /// the journal of the replay itself.
+    pub fn replay(mut self) -> Result<Replayed, PipelineError> {
+        self.run_loop(&AtomicBool::new(false))?;
+        for (_, sink) in &mut self.sinks.entries {
+            sink.flush()?;
+        }
+        let captured = self.chain.capture()?;
+        let operators: Vec<(&str, _)> = self
+            .chain
+            .names()
+            .zip(captured.iter().map(|c| c.recorded))
+            .collect();
+        let sinks: Vec<&str> = self.sinks.entries.iter().map(|(n, _)| n.as_str()).collect();
+        let journal = self
+            .recorder
+            .close_epoch(&operators, &sinks, 0, self.source.position());
+        Ok(Replayed {
+            captured,
+            journal,
+            position: self.source.position(),
+        })
+    }
+
+    fn run_loop(&mut self, stop: &AtomicBool) -> Result<(), PipelineError> {
         let mut batch = SourceBatch::default();
         loop {
             if stop.load(Ordering::Relaxed) {
@@ -123,10 +218,10 @@ impl Task {
                 break;
             }
             batch.clear();
-            let outcome = self.source.read(self.max_records, &mut batch)?;
+            let (outcome, time_ms) = self.read_batch(&mut batch)?;
             if !batch.is_empty() {
                 self.summary.records_in += batch.len() as u64;
-                self.process(&batch)?;
+                self.process(&batch, time_ms)?;
             }
             let ended = match outcome {
                 ReadOutcome::More => false,
@@ -151,6 +246,10 @@ impl Task {
                 break;
             }
         }
+        Ok(())
+    }
+
+    fn finish(mut self, started: Instant) -> Result<Summary, PipelineError> {
         self.finish_checkpoints()?;
         for (_, sink) in &mut self.sinks.entries {
             sink.flush()?;
@@ -183,6 +282,7 @@ impl Task {
             &mut self.sinks,
             position.clone(),
             self.records_before + self.summary.records_in,
+            &mut self.recorder,
         )?;
         self.restore_point = position;
         self.fed.clear();
@@ -206,11 +306,85 @@ impl Task {
         Ok(())
     }
 
-    /// Processes one source batch; on a fault, isolates the record at fault.
-    fn process(&mut self, batch: &SourceBatch) -> Result<(), PipelineError> {
+    /// Reads the next batch, as the source cuts it (live) or exactly as
+    /// the epoch journal does (replay). Returns what the source said after
+    /// it, and the batch's recorded time.
+    fn read_batch(&mut self, batch: &mut SourceBatch) -> Result<(ReadOutcome, i64), PipelineError> {
+        let Some(replayed) = self.recorder.next_replayed() else {
+            let outcome = self.source.read(self.max_records, batch)?;
+            let time_ms = self.recorder.read(batch.len(), &outcome, None);
+            return Ok((outcome, time_ms));
+        };
+        // A replay ends where the journal does.
+        let Some(read) = replayed else {
+            return Ok((ReadOutcome::End, self.recorder.inputs().time_ms()));
+        };
+        let mut outcome = self.read_exactly(read.records as usize, batch)?;
+        if read.end == ReadEnd::Malformed && !matches!(outcome, ReadOutcome::Malformed(_)) {
+            let mut none = SourceBatch::default();
+            outcome = self.source.read(1, &mut none)?;
+            if !none.is_empty() || !matches!(outcome, ReadOutcome::Malformed(_)) {
+                return Err(PipelineError::NotDeterministic {
+                    operator: "(source)".into(),
+                    detail: format!(
+                        "{} does not replay: the journal has a malformed record after {}, the source does not",
+                        self.source_name,
+                        self.source.position()
+                    ),
+                });
+            }
+        }
+        if read.end == ReadEnd::End {
+            outcome = ReadOutcome::End;
+        } else if !matches!(outcome, ReadOutcome::Malformed(_)) {
+            outcome = ReadOutcome::More;
+        }
+        let time_ms = self.recorder.read(batch.len(), &outcome, Some(&read));
+        Ok((outcome, time_ms))
+    }
+
+    /// Appends exactly `wanted` records to `batch` (reading as often as
+    /// needed; a malformed record on the way is passed over); returns what
+    /// the last read said. Fails if the source ends first.
+    fn read_exactly(
+        &mut self,
+        wanted: usize,
+        batch: &mut SourceBatch,
+    ) -> Result<ReadOutcome, PipelineError> {
+        let wanted = batch.len() + wanted;
+        let mut outcome = ReadOutcome::More;
+        // An unbounded source (Kafka) may say Idle right after a seek,
+        // before its fetch arrives: give it a bounded while.
+        let patience = Instant::now() + REPLAY_PATIENCE;
+        while batch.len() < wanted {
+            outcome = self.source.read(wanted - batch.len(), batch)?;
+            let gave_up = match outcome {
+                ReadOutcome::End => true,
+                ReadOutcome::Idle => Instant::now() >= patience,
+                _ => false,
+            };
+            if gave_up && batch.len() < wanted {
+                return Err(PipelineError::NotDeterministic {
+                    operator: "(source)".into(),
+                    detail: format!("{} ended before the replay did", self.source_name),
+                });
+            }
+            if outcome == ReadOutcome::Idle {
+                std::thread::sleep(IDLE_WAIT);
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Processes one source batch read at recorded time `time_ms`; on a
+    /// fault, isolates the record at fault.
+    fn process(&mut self, batch: &SourceBatch, time_ms: i64) -> Result<(), PipelineError> {
         match self.run_chain(&batch.records, &batch.positions) {
             Ok(()) => {
-                self.fed.push(Fed::Batch(batch.len() as u32));
+                self.fed.push(Fed::Batch {
+                    records: batch.len() as u32,
+                    time_ms,
+                });
                 self.write()?;
                 crashpoint::reached("after-sink-write");
                 Ok(())
@@ -224,19 +398,24 @@ impl Task {
                     batch.len()
                 );
                 self.recover()?;
-                self.isolate(batch)
+                self.isolate(batch, time_ms)
             }
         }
     }
 
     /// Runs the batch record by record, after a fault, to find the record
-    /// that causes it. Records before it are processed normally.
-    fn isolate(&mut self, batch: &SourceBatch) -> Result<(), PipelineError> {
+    /// that causes it. Records before it are processed normally, each at
+    /// the batch's recorded time.
+    fn isolate(&mut self, batch: &SourceBatch, time_ms: i64) -> Result<(), PipelineError> {
         for i in 0..batch.len() {
             let (record, position) = (&batch.records[i..=i], &batch.positions[i..=i]);
+            self.recorder.inputs().set_time_ms(time_ms);
             match self.run_chain(record, position) {
                 Ok(()) => {
-                    self.fed.push(Fed::Batch(1));
+                    self.fed.push(Fed::Batch {
+                        records: 1,
+                        time_ms,
+                    });
                     self.write()?;
                 }
                 Err(ChainError::Stop(e)) => return Err(e),
@@ -337,6 +516,7 @@ impl Task {
 
     fn dead_letter(&mut self, letter: Output) -> Result<(), PipelineError> {
         if let Some(dlq) = self.dead_letter_sink {
+            self.recorder.wrote(dlq, 1);
             self.sinks.entries[dlq]
                 .1
                 .write(std::slice::from_ref(&letter))?;
@@ -346,8 +526,14 @@ impl Task {
     }
 
     fn write(&mut self) -> Result<(), PipelineError> {
-        for (buffer, (_, sink)) in self.buffers.iter_mut().zip(&mut self.sinks.entries) {
+        for (i, (buffer, (_, sink))) in self
+            .buffers
+            .iter_mut()
+            .zip(&mut self.sinks.entries)
+            .enumerate()
+        {
             if !buffer.is_empty() {
+                self.recorder.wrote(i, buffer.len());
                 sink.write(buffer)?;
                 buffer.clear();
             }
@@ -371,7 +557,7 @@ impl Task {
         let resume = self.source.position();
         let restore_point = match &mut self.checkpointing {
             Some(checkpointing) => checkpointing.restore_point(&mut self.sinks)?,
-            None => None,
+            None => self.initial.clone(),
         };
         let replay = self.fed.len();
         match restore_point {
@@ -381,7 +567,7 @@ impl Task {
                     "restoring the operators from checkpoint epoch {} and replaying {replay} batch(es) since",
                     manifest.epoch
                 );
-                self.chain.restore(&manifest.operators, &memories)?;
+                self.chain.restore(&manifest, &memories)?;
             }
             None => {
                 tracing::warn!(
@@ -395,20 +581,13 @@ impl Task {
         let mut batch = SourceBatch::default();
         for fed in self.fed.clone() {
             let wanted = match fed {
-                Fed::Batch(n) => n as usize,
+                Fed::Batch { records, .. } => records as usize,
                 Fed::Removed => 1,
             };
             batch.clear();
-            while batch.len() < wanted {
-                let outcome = self.source.read(wanted - batch.len(), &mut batch)?;
-                if matches!(outcome, ReadOutcome::End | ReadOutcome::Idle) && batch.len() < wanted {
-                    return Err(PipelineError::NotDeterministic {
-                        operator: "(source)".into(),
-                        detail: format!("{} ended before the replay did", self.source_name),
-                    });
-                }
-            }
-            if let Fed::Batch(_) = fed {
+            self.read_exactly(wanted, &mut batch)?;
+            if let Fed::Batch { time_ms, .. } = fed {
+                self.recorder.inputs().set_time_ms(time_ms);
                 let result = self.chain.run(
                     &batch.records,
                     &batch.positions,

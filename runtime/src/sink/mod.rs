@@ -19,15 +19,17 @@
 //! Every implementation passes [`crate::conformance::sink`]; every
 //! [`EpochSink`] also passes [`crate::conformance::epoch_sink`].
 
+pub mod kafka;
 mod line;
 mod null;
 mod parts;
 
+pub use kafka::{KafkaAtLeastOnceSink, KafkaSink};
 pub use line::LineSink;
 pub use null::NullSink;
 pub use parts::PartFileSink;
 
-use crate::record::Output;
+use crate::record::{Output, Position};
 
 /// Where outputs go. See the [module docs](self) for the contract.
 pub trait Sink: Send {
@@ -63,6 +65,11 @@ pub trait Sink: Send {
 /// 3. After a crash, `recover(c)` before any write, with `c` the checkpoint
 ///    the run resumes from (0 for none): prepared epochs `<= c` are
 ///    published, everything later and everything unprepared is discarded.
+///    A sink whose prepared epochs do not survive a crash (a Kafka
+///    transaction is aborted when the next producer opens) says so with
+///    [`EpochSink::resume_epoch`]: the run must then resume from exactly
+///    that checkpoint and replay what follows, and `recover` refuses any
+///    other `c` with [`SinkError::Inconsistent`].
 ///    If epochs after `c` were *published* already (`c` is older than the
 ///    newest checkpoint because that one was damaged), the replay from `c`
 ///    must reproduce their outputs: the sink checks them and does not write
@@ -72,6 +79,22 @@ pub trait Sink: Send {
 /// A reader never sees outputs of an epoch that did not commit, nor part of
 /// an epoch.
 pub trait EpochSink: Sink {
+    /// Where the source stands at the end of epoch `epoch` (the position
+    /// its checkpoint records); told right before `prepare(epoch)`. A sink
+    /// that commits source progress atomically with the outputs (Kafka: the
+    /// consumed offsets go into the epoch's transaction) keeps it; others
+    /// ignore it.
+    fn epoch_position(&mut self, epoch: u64, position: &Position) -> Result<(), SinkError> {
+        let _ = (epoch, position);
+        Ok(())
+    }
+    /// The checkpoint a run must resume from, if this sink decides it:
+    /// `Some(e)` when the sink's visible output ends exactly with epoch `e`
+    /// (0: nothing) and prepared, unpublished epochs were lost in the
+    /// crash. `None` (the default): any committed checkpoint will do.
+    fn resume_epoch(&mut self) -> Result<Option<u64>, SinkError> {
+        Ok(None)
+    }
     /// Makes the current epoch's outputs durable as epoch `epoch`.
     fn prepare(&mut self, epoch: u64) -> Result<(), SinkError>;
     /// Makes prepared epoch `epoch` visible.
@@ -106,6 +129,32 @@ pub enum SinkError {
         /// Index of the output in the batch given to `write`.
         index: usize,
         /// Why.
+        reason: String,
+    },
+    /// The Kafka client failed (the message says when the producer was
+    /// fenced by another process).
+    #[error("{sink}: {operation}: {error}")]
+    Kafka {
+        /// The sink, or the task's producer.
+        sink: String,
+        /// What was being done.
+        operation: &'static str,
+        /// What librdkafka said.
+        error: String,
+    },
+    /// A transaction had to be aborted by Kafka's rules (for example the
+    /// consumer group rebalanced between a checkpoint and its commit):
+    /// nothing of the epoch is visible, and the task must start again from
+    /// the checkpoint committed in Kafka.
+    #[error(
+        "{sink}: the transaction of epoch {epoch} was aborted ({reason}); nothing of it is visible, and the task starts again from the checkpoint committed in Kafka"
+    )]
+    TransactionAborted {
+        /// The task's producer.
+        sink: String,
+        /// The epoch whose outputs were aborted.
+        epoch: u64,
+        /// What librdkafka said.
         reason: String,
     },
     /// The sink's durable state contradicts the checkpoints.

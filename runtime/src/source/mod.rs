@@ -24,9 +24,11 @@
 
 mod file;
 mod generator;
+pub mod kafka;
 
 pub use file::FileSource;
 pub use generator::{GeneratorProfile, GeneratorSource};
+pub use kafka::KafkaPartitionSource;
 
 use crate::record::{Malformed, Position, SourceBatch};
 
@@ -84,6 +86,16 @@ pub enum SourceError {
         position: Position,
         /// Why it is not valid here.
         reason: String,
+    },
+    /// The Kafka client failed.
+    #[error("{source_name}: {operation}: {error}")]
+    Kafka {
+        /// The source (topic and partition).
+        source_name: String,
+        /// What was being done.
+        operation: &'static str,
+        /// What librdkafka said.
+        error: String,
     },
 }
 
