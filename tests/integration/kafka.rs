@@ -573,11 +573,17 @@ fn two_processes_share_four_partitions_and_one_takes_over_from_the_checkpoints()
     let setup = Setup::new("scale", 400_000, 4, kafka_bootstrap());
     // Unbounded: the survivor keeps running until the test stops it, so it
     // is there to take over whenever the group gives it the partitions.
-    // Both share the checkpoint store `weir-data` in the fixture directory.
+    // Both share one checkpoint store: a bucket on the test S3 server.
+    let bucket = weir_tests::services::fresh_bucket("scale-out");
     setup.pipeline(
         "[source.properties]\n\"session.timeout.ms\" = 6000\n\"heartbeat.interval.ms\" = 500",
         "interval_ms = 200\nkeep = 3",
     );
+    let toml = setup.fx.read("pipeline.toml").replace(
+        "store = \"weir-data\"",
+        &format!("store = \"s3://{bucket}/scale\""),
+    );
+    setup.fx.write("pipeline.toml", toml);
     let (fx, payments, output) = (&setup.fx, &setup.payments, &setup.output);
     let mut survivor = spawn_weir(fx, &[], "survivor.log");
     assert!(
