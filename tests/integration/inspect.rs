@@ -269,6 +269,37 @@ fn show_prints_operators_memories_globals_handles_and_the_runs_state_hash() {
         ],
     );
     assert_eq!(checkpoints(&fx, &["show"]).ok().stdout, text, "latest is 4");
+    // The journal summary and the outputs committed, as the manifest holds
+    // them.
+    let journal = m
+        .journal
+        .as_ref()
+        .expect("a format 2 manifest has a journal");
+    let base = journal
+        .base_epoch
+        .map_or("fresh instances".to_owned(), |e| format!("epoch {e}"));
+    let records: u64 = journal.reads.iter().map(|r| u64::from(r.records)).sum();
+    let main_outputs = journal
+        .outputs
+        .iter()
+        .find(|o| o.sink == "main")
+        .expect("the epoch wrote to sink main")
+        .outputs;
+    assert!(main_outputs > 0);
+    assert_contains(
+        &text,
+        &[
+            "\njournal\n",
+            &format!("  started from   {base}, at {}", journal.start_position),
+            &format!(
+                "  reads          {} read(s) of {records} record(s), recorded times ",
+                journal.reads.len()
+            ),
+            "  operator faulty 0 random byte(s), 0 insecure, 0 lookup(s) since init, 0 in this epoch",
+            "outputs committed\n",
+            &format!("  sink main      {main_outputs}\n"),
+        ],
+    );
 
     let json = checkpoints_json(&fx, &["show", "latest"]);
     assert_eq!(json["committed"], true);
@@ -278,6 +309,10 @@ fn show_prints_operators_memories_globals_handles_and_the_runs_state_hash() {
     assert_eq!(json["pipeline"], "test");
     assert_eq!(json["task"], "main");
     assert_eq!(json["stats"]["records_in"], 100);
+    assert_eq!(json["journal"]["reads"], journal.reads.len());
+    assert_eq!(json["journal"]["records"], records);
+    assert_eq!(json["journal"]["outputs"][0]["sink"], "main");
+    assert_eq!(json["journal"]["outputs"][0]["outputs"], main_outputs);
     let jop = &json["operators"][0];
     assert_eq!(jop["name"], "faulty");
     assert_eq!(jop["component"], op.component.to_string());

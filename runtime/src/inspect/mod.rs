@@ -20,6 +20,7 @@ mod dump;
 mod epochs;
 mod error;
 mod gc;
+mod journal;
 mod list;
 mod progress;
 mod show;

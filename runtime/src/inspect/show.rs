@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use super::journal::JournalSummary;
 use super::view::{HandleView, ManifestView, describe_global};
 use super::{EpochSelector, InspectError, Target, units};
 use crate::checkpoint::Manifest;
@@ -25,6 +26,9 @@ pub struct ShowReport {
     /// Every field of the manifest.
     #[serde(flatten)]
     pub manifest: ManifestView,
+    /// The epoch journal, summarized (`null` for format 1 manifests, which
+    /// have none).
+    pub journal: Option<JournalSummary>,
     #[serde(skip)]
     raw: Manifest,
 }
@@ -39,6 +43,7 @@ pub async fn show(target: &Target, epoch: EpochSelector) -> Result<ShowReport, I
         created: units::rfc3339(m.created_unix_ms),
         state_hash: m.state_hash().to_string(),
         manifest: (&m).into(),
+        journal: m.journal.as_ref().map(JournalSummary::from),
         raw: m,
     })
 }
@@ -125,6 +130,14 @@ impl fmt::Display for ShowReport {
                     handles.join(", ")
                 }
             )?;
+        }
+        match &self.journal {
+            Some(journal) => write!(f, "{journal}")?,
+            None => writeln!(
+                f,
+                "\njournal          none (format {} has none)",
+                m.format_version
+            )?,
         }
         Ok(())
     }
