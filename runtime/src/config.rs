@@ -194,8 +194,15 @@ const KAFKA_SINK_OWN_PROPERTIES: [&str; 3] = [
     "enable.idempotence",
 ];
 
-/// librdkafka's default `transaction.timeout.ms`, which weir keeps.
-pub const KAFKA_TRANSACTION_TIMEOUT_MS: u64 = 60_000;
+/// The `transaction.timeout.ms` weir gives its transactional producers
+/// unless the sink's properties say otherwise: 10 minutes (librdkafka's
+/// default is 1 minute; brokers allow up to `transaction.max.timeout.ms`,
+/// 15 minutes by default). An epoch's transaction stays open while its
+/// checkpoint is stored, and storing may wait out an object-store outage
+/// (`WEIR_CHECKPOINT_UPLOAD_DEADLINE`, 5 minutes) or a garbage collector's
+/// lease (up to 2.5 minutes); a shorter timeout would have the coordinator
+/// abort the transaction under a healthy process and fence it.
+pub const KAFKA_TRANSACTION_TIMEOUT_MS: u64 = 600_000;
 
 /// Properties as librdkafka takes them: `(key, value)` strings.
 pub fn kafka_properties(properties: &BTreeMap<String, ConfigValue>) -> Vec<(String, String)> {
@@ -1159,11 +1166,11 @@ delivery = "exactly-once"
             .err()
             .unwrap_or_default();
         assert!(err.contains("checkpoint.keep: must be at least 3"), "{err}");
-        let err = parse(&(KAFKA.to_string() + "[checkpoint]\ninterval_ms = 40000\n"))
+        let err = parse(&(KAFKA.to_string() + "[checkpoint]\ninterval_ms = 400000\n"))
             .err()
             .unwrap_or_default();
         assert!(
-            err.contains("checkpoint.interval_ms: 40000 ms is too long"),
+            err.contains("checkpoint.interval_ms: 400000 ms is too long"),
             "{err}"
         );
     }

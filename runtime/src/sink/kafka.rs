@@ -184,11 +184,21 @@ impl TransactionalProducer {
         let transactional_id = format!("weir.{pipeline}.{task}");
         let describe = format!("kafka producer {transactional_id}");
         let fail = |operation: &'static str, e: KafkaError| kafka_error(&describe, operation, e);
+        let timeout = crate::config::KAFKA_TRANSACTION_TIMEOUT_MS.to_string();
+        let mut own = vec![
+            ("transactional.id", transactional_id.as_str()),
+            ("enable.idempotence", "true"),
+        ];
+        // weir's default, unless the sink's properties set their own.
+        if !client
+            .properties
+            .iter()
+            .any(|(k, _)| k == "transaction.timeout.ms")
+        {
+            own.push(("transaction.timeout.ms", &timeout));
+        }
         let producer: BaseProducer<Deliveries> = client
-            .config(&[
-                ("transactional.id", &transactional_id),
-                ("enable.idempotence", "true"),
-            ])
+            .config(&own)
             .create_with_context(Deliveries::default())
             .map_err(|e| fail("create", e))?;
         retry_retriable(|| producer.init_transactions(TXN_TIMEOUT))
