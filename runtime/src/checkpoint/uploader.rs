@@ -235,6 +235,11 @@ struct Progress {
     created: HashSet<Hash>,
     /// Their bytes.
     new_bytes: u64,
+    /// The manifest as first sent. Every later attempt sends these very
+    /// bytes: a request that timed out may still have been stored, and its
+    /// commit marker with it, so a retry must not store a manifest with
+    /// other statistics (a marker names its manifest by hash).
+    manifest: Option<Manifest>,
 }
 
 /// Stores and commits one epoch, attempt after attempt while the errors
@@ -353,9 +358,16 @@ async fn attempt(
         }
     }
     drop(uploads);
-    let mut manifest = job.manifest.clone();
-    manifest.stats.upload_us = started.elapsed().as_micros() as u64;
-    manifest.stats.new_bytes = progress.new_bytes;
+    let manifest = match &progress.manifest {
+        Some(sent) => sent.clone(),
+        None => {
+            let mut manifest = job.manifest.clone();
+            manifest.stats.upload_us = started.elapsed().as_micros() as u64;
+            manifest.stats.new_bytes = progress.new_bytes;
+            progress.manifest = Some(manifest.clone());
+            manifest
+        }
+    };
     let marker = store.put_manifest(&manifest).await?;
 
     let mut check = adopted;
