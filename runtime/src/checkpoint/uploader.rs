@@ -12,7 +12,8 @@
 //! ([`CheckpointStore::upload_deadline`]) has passed; then the epoch is
 //! reported failed and the run stops. Every step of an attempt can be
 //! repeated (pages and components are named by their content, the manifest
-//! is rewritten whole, a commit marker already there must be the same), and
+//! is sent again byte for byte as first sent, a commit marker already there
+//! must be the same), and
 //! the marker is only written once every page and the manifest are stored:
 //! an epoch is never committed with a page missing, and never dropped
 //! silently.
