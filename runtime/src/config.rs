@@ -475,7 +475,7 @@ impl Default for CheckpointSpec {
 
 /// `[determinism]`: what an operator may call and how its recorded inputs
 /// are made (docs/determinism.md).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeterminismSpec {
     /// What happens to a component that imports what weir denies (files,
@@ -490,9 +490,32 @@ pub struct DeterminismSpec {
     /// the seed it started with.
     #[serde(default)]
     pub seed: Option<u64>,
+    /// How often the operators' clocks may advance, in milliseconds: a
+    /// batch read less than this after the time in force was recorded
+    /// gets the same time. Each new time an operator reads is written to
+    /// the checkpoint store first (one small write per task per period at
+    /// most), so that a run recovering after a crash gives records the
+    /// same time. Default 100, at least 1.
+    #[serde(default = "default_clock_resolution_ms")]
+    pub clock_resolution_ms: u64,
     /// Outside reads operators may make through `weir:operator/recorded`.
     #[serde(default)]
     pub lookups: LookupsSpec,
+}
+
+impl Default for DeterminismSpec {
+    fn default() -> Self {
+        DeterminismSpec {
+            denied: Default::default(),
+            seed: None,
+            clock_resolution_ms: default_clock_resolution_ms(),
+            lookups: LookupsSpec::default(),
+        }
+    }
+}
+
+fn default_clock_resolution_ms() -> u64 {
+    100
 }
 
 /// `[determinism.lookups]`: what `http-get` and `read-file` may reach. Each
@@ -564,6 +587,15 @@ impl Pipeline {
 }
 
 fn validate_determinism(spec: &DeterminismSpec) -> Result<(), (String, String)> {
+    if !(1..=3_600_000).contains(&spec.clock_resolution_ms) {
+        return Err((
+            "determinism.clock_resolution_ms".into(),
+            format!(
+                "must be between 1 and 3600000 (one hour), not {}",
+                spec.clock_resolution_ms
+            ),
+        ));
+    }
     let lookups = &spec.lookups;
     for (i, url) in lookups.http.iter().enumerate() {
         crate::operator::recorded::normalize_url(url).map_err(|e| {

@@ -117,12 +117,13 @@ fn nondet_pipeline(server: &AnswerServer, faulty_first: bool) -> String {
     pipeline_with(
         "nondet",
         &format!(
-            "{faulty}{}[operators.config]\nlookup = \"{prefix}\"\n",
+            "{faulty}{}[operators.config]\nlookup = \"{prefix}\"\necho = \"true\"\n",
             operator_toml("nondet")
         ),
         &format!(
             "[batch]\nmax_records = 7\n[checkpoint]\ninterval_records = 20\ninterval_ms = 0\n\
-             keep = 1000\n[determinism]\nseed = 42\n[determinism.lookups]\nhttp = [\"{prefix}\"]\n"
+             keep = 1000\n[determinism]\nseed = 42\nclock_resolution_ms = 1\n\
+             [determinism.lookups]\nhttp = [\"{prefix}\"]\n"
         ),
     )
 }
@@ -159,6 +160,19 @@ fn without_clocks(output: &[u8]) -> Vec<String> {
                 .collect::<Vec<_>>()
                 .join(",")
         })
+        .collect()
+}
+
+/// Logs what operators print (info).
+const ECHO_LOGGED: (&str, &str) = ("WEIR_LOG", "info");
+
+/// The lines `nondet` echoed to weir's log (`stderr`), in order.
+fn echoed_lines(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter(|l| l.contains("stream=\"stdout\""))
+        .filter_map(|l| l.split_whitespace().find(|w| w.contains(",wall=")))
+        .map(str::to_owned)
         .collect()
 }
 
@@ -207,14 +221,21 @@ fn recorded_inputs_survive_kill_9_and_every_epoch_verifies_by_replay() {
         ("during-publish", 1),
         ("after-sink-write", 13),
     ];
+    // What each killed run computed, published or not: `nondet` echoes
+    // every line it emits to weir's log.
+    let mut computed = Vec::new();
     for (point, n) in crashes {
         let run = fx.weir_with_env(
             &["run", "pipeline.toml"],
-            &[("WEIR_CRASH_AT", &format!("{point}:{n}"))],
+            &[("WEIR_CRASH_AT", &format!("{point}:{n}")), ECHO_LOGGED],
         );
         assert!(!run.success, "WEIR_CRASH_AT={point}:{n} did not crash");
+        computed.extend(echoed_lines(&run.stderr));
     }
-    fx.weir(&["run", "pipeline.toml"]).ok();
+    let last = fx
+        .weir_with_env(&["run", "pipeline.toml"], &[ECHO_LOGGED])
+        .ok();
+    computed.extend(echoed_lines(&last.stderr));
     let output = read_parts(&fx.path("out/main"));
 
     // Every lookup was performed once, kills or not: the answers the
@@ -236,9 +257,26 @@ fn recorded_inputs_survive_kill_9_and_every_epoch_verifies_by_replay() {
         assert!(wall >= previous_wall, "line {}: {line}", i + 1);
         previous_wall = wall;
     }
+    // Records a killed run processed after its last committed checkpoint
+    // were processed again by the next run: every time, the line is byte
+    // for byte the published one, clocks included (a time an operator read
+    // was written to the clock log before, and is given again).
+    let mut times_computed = vec![0; RECORDS];
+    for line in &computed {
+        let record: usize = field(&fields(line), "value")[1..].parse().unwrap();
+        assert_eq!(line, lines[record - 1], "record r{record}");
+        times_computed[record - 1] += 1;
+    }
+    let missing: Vec<usize> = (0..RECORDS)
+        .filter(|&i| times_computed[i] == 0)
+        .map(|i| i + 1)
+        .collect();
+    assert!(missing.is_empty(), "never echoed: {missing:?}");
+    let again = times_computed.iter().filter(|&&n| n > 1).count();
+    assert!(again >= 20, "only {again} records were processed again");
     // Byte for byte what the uninterrupted run wrote, but for the clocks
-    // (each run records its own time): the same random numbers, the same
-    // HashMap order, the same lookup answers.
+    // (each run records when it read its input): the same random numbers,
+    // the same HashMap order, the same lookup answers.
     assert_eq!(without_clocks(&output), without_clocks(&expected));
 
     // And every committed epoch replays to exactly its checkpoint and its

@@ -23,6 +23,10 @@
 //! - `lookup`: with config `lookup = "<url prefix>"`, the status and body of
 //!   a GET of `<prefix><word>` (or the error), where `<word>` is the last
 //!   space-separated word of the value; else `-`.
+//!
+//! With config `echo = "true"` it also prints each line to its stdout (weir's
+//! log), so a test sees what a run computed even if its outputs were never
+//! committed.
 
 use std::collections::HashMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -35,6 +39,8 @@ pub struct Nondet {
     seeded: rand::rngs::StdRng,
     seen: HashMap<u64, u64>,
     lookup: Option<String>,
+    /// Whether each line is also printed to stdout.
+    pub echo: bool,
 }
 
 impl Nondet {
@@ -48,6 +54,7 @@ impl Nondet {
             seeded,
             seen: HashMap::new(),
             lookup,
+            echo: false,
         })
     }
 
@@ -89,8 +96,10 @@ mod component {
 
     impl Operator for Nondet {
         fn init(config: &Config) -> Result<Self, String> {
-            config.reject_unknown_keys(&["lookup"])?;
-            Nondet::new(config.get("lookup").map(str::to_owned))
+            config.reject_unknown_keys(&["lookup", "echo"])?;
+            let mut nondet = Nondet::new(config.get("lookup").map(str::to_owned))?;
+            nondet.echo = config.get("echo") == Some("true");
+            Ok(nondet)
         }
 
         fn process(&mut self, record: &Record, out: &mut Emitter) -> Result<(), Reject> {
@@ -104,7 +113,11 @@ mod component {
                         Err(LookupError::Failed(why)) => format!("failed:{why}"),
                         Err(LookupError::TooLarge(limit)) => format!("too-large:{limit}"),
                     });
-            out.emit(self.line(record.value(), lookup)?);
+            let line = self.line(record.value(), lookup)?;
+            if self.echo {
+                println!("{line}");
+            }
+            out.emit(line);
             Ok(())
         }
     }

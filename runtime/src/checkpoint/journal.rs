@@ -48,6 +48,45 @@ pub struct RecordedRead {
     pub time_ms: i64,
 }
 
+/// A recorded time for a run of records, written to the task's clock log
+/// before any operator reads it (`tasks/<task>/clock/<from>`,
+/// docs/determinism.md). Records are numbered by their *ordinal*: how many
+/// records the task read before them, counted from the start of the source
+/// (a checkpoint's `stats.records_in` is the ordinal of the first record
+/// after it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeGrant {
+    /// The ordinal of the first record it covers.
+    pub from: u64,
+    /// One past the ordinal of the last record it may cover: a later grant
+    /// starting before `until` ends it there.
+    pub until: u64,
+    /// The time the clocks return for those records, in milliseconds since
+    /// the Unix epoch.
+    pub time_ms: i64,
+}
+
+impl EpochJournal {
+    /// The times this epoch's records had, as grants: one per read that
+    /// returned records, given `end`, the ordinal after the epoch's last
+    /// record (its manifest's `stats.records_in`).
+    pub fn time_grants(&self, end: u64) -> Vec<TimeGrant> {
+        let total: u64 = self.reads.iter().map(|r| u64::from(r.records)).sum();
+        let mut from = end.saturating_sub(total);
+        let mut grants = Vec::with_capacity(self.reads.len());
+        for read in self.reads.iter().filter(|r| r.records > 0) {
+            let until = from + u64::from(read.records);
+            grants.push(TimeGrant {
+                from,
+                until,
+                time_ms: read.time_ms,
+            });
+            from = until;
+        }
+        grants
+    }
+}
+
 /// What a source said after the records of a read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReadEnd {

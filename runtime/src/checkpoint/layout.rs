@@ -98,6 +98,18 @@ pub fn lookup(pipeline_root: &Path, task: &str, operator: &str, index: u64) -> P
         .join(format!("{index:020}"))
 }
 
+/// `<pipeline root>/tasks/<task>/clock/`: the clock log, the recorded
+/// times written before an operator reads them.
+pub fn clock_log(pipeline_root: &Path, task: &str) -> Path {
+    pipeline_root.clone().join("tasks").join(task).join("clock")
+}
+
+/// `<pipeline root>/tasks/<task>/clock/<from>`: the time grant starting at
+/// record ordinal `from` (20 digits, so listing order is numeric order).
+pub fn time_grant(pipeline_root: &Path, task: &str, from: u64) -> Path {
+    clock_log(pipeline_root, task).join(format!("{from:020}"))
+}
+
 /// Parses the epoch number out of an epoch directory name.
 pub fn parse_epoch(segment: &str) -> Option<u64> {
     (segment.len() == 20 && segment.bytes().all(|b| b.is_ascii_digit()))

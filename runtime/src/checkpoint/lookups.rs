@@ -48,7 +48,7 @@ impl LookupLog for StoreLookupLog {
     }
 }
 
-fn backend(
+pub(super) fn backend(
     store: &CheckpointStore,
     operation: &'static str,
     key: &str,
@@ -64,7 +64,7 @@ fn backend(
 }
 
 /// Every object under `prefix`.
-async fn list(
+pub(super) async fn list(
     store: &CheckpointStore,
     prefix: &object_store::path::Path,
 ) -> Result<Vec<object_store::ObjectMeta>, StoreError> {
@@ -171,10 +171,10 @@ pub async fn forget(
     }
 }
 
-async fn delete(store: &Arc<dyn ObjectStore>, key: &object_store::path::Path) {
+pub(super) async fn delete(store: &Arc<dyn ObjectStore>, key: &object_store::path::Path) {
     match store.delete(key).await {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-        Err(e) => tracing::warn!("cannot delete lookup log entry {key}: {e}"),
+        Err(e) => tracing::warn!("cannot delete log entry {key}: {e}"),
     }
 }
 

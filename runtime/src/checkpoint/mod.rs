@@ -9,6 +9,8 @@
 //! <pipeline>/tasks/<task>/epochs/<epoch>/manifest  postcard Manifest
 //! <pipeline>/tasks/<task>/epochs/<epoch>/commit    postcard CommitMarker
 //! <pipeline>/tasks/<task>/pages/<hh>/<blake3>      a state page, by content
+//! <pipeline>/tasks/<task>/lookups/<op>/<n>         lookup n, written ahead
+//! <pipeline>/tasks/<task>/clock/<from>             a time grant, written ahead
 //! ```
 //!
 //! **Architecture Invariant:** only this module writes to the checkpoint
@@ -17,6 +19,7 @@
 //! named by their hash, so writing one twice is harmless and reading one
 //! verifies it.
 
+pub mod clock_log;
 pub mod journal;
 pub mod layout;
 pub mod lookups;
@@ -27,7 +30,7 @@ pub mod uploader;
 
 pub use journal::{
     EpochJournal, LookupAnswer, LookupEntry, LookupRequest, OperatorJournal, ReadEnd, RecordedRead,
-    RecordedState, SinkOutputs,
+    RecordedState, SinkOutputs, TimeGrant,
 };
 pub use manifest::{
     CommitMarker, EpochStats, FORMAT_VERSION, GlobalState, Hash, HeldHandle, Manifest, MemoryState,

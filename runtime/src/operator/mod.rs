@@ -10,6 +10,7 @@
 //! [`Fault`]; the pipeline says which record it was.
 
 pub mod bindings;
+pub mod clock;
 mod engine;
 mod guest_output;
 mod instance;
@@ -19,6 +20,7 @@ pub mod policy;
 pub mod recorded;
 mod state;
 
+pub use clock::{TaskClock, TimeLog};
 pub use engine::new_engine;
 pub use instance::{Fault, HostState, Limits, OperatorInstance, PreparedOperator, new_linker};
 pub use load::{ComponentCache, HANDLER_EXPORT, LoadedComponent};

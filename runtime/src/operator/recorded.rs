@@ -2,11 +2,11 @@
 //! return, so that every replay of the same records sees the same values
 //! (docs/determinism.md is the reference for operator authors).
 //!
-//! - **Clocks.** Both WASI clocks read the *recorded time of the batch*
-//!   being processed, which the task sets before each call
-//!   ([`TaskInputs::set_time_ms`]) from its epoch journal: the wall clock as
-//!   that time, the monotonic clock as the same instant in nanoseconds.
-//!   Time does not pass during a call.
+//! - **Clocks** ([`super::clock`]). Both WASI clocks read the *recorded
+//!   time of the batch* being processed, which the task sets before each
+//!   call ([`TaskInputs::clock`]): the wall clock as that time, the
+//!   monotonic clock as the same instant in nanoseconds. Time does not pass
+//!   during a call.
 //! - **Randomness.** Each instance has two byte streams
 //!   ([`RandomStream`]), for `wasi:random/random` and
 //!   `wasi:random/insecure`: blake3 in extendable-output mode, keyed by the
@@ -23,10 +23,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use super::clock::{RecordedMonotonicClock, RecordedWallClock, TaskClock};
 use crate::checkpoint::{LookupAnswer, LookupEntry, LookupRequest, RecordedState};
 
 /// What weir does when it cannot run WASI clocks and randomness from
@@ -59,7 +60,7 @@ pub struct TaskInputs {
 
 struct Shared {
     seed: [u8; 32],
-    time_ms: Arc<AtomicI64>,
+    clock: Arc<TaskClock>,
     book: Mutex<LookupBook>,
     policy: Arc<LookupPolicy>,
     /// Where answers performed live are written before they are returned;
@@ -91,7 +92,7 @@ impl TaskInputs {
         TaskInputs {
             shared: Arc::new(Shared {
                 seed,
-                time_ms: Arc::new(AtomicI64::new(0)),
+                clock: Arc::default(),
                 book: Mutex::default(),
                 policy,
                 log,
@@ -106,14 +107,9 @@ impl TaskInputs {
         self.shared.seed
     }
 
-    /// Sets the recorded time the clocks return until the next call.
-    pub fn set_time_ms(&self, time_ms: i64) {
-        self.shared.time_ms.store(time_ms, Ordering::Relaxed);
-    }
-
-    /// The recorded time the clocks return now.
-    pub fn time_ms(&self) -> i64 {
-        self.shared.time_ms.load(Ordering::Relaxed)
+    /// The task's recorded clock: what the operators' clocks return.
+    pub fn clock(&self) -> &TaskClock {
+        &self.shared.clock
     }
 
     /// The two random streams of operator `operator`, positioned at `at`.
@@ -146,8 +142,8 @@ impl TaskInputs {
     /// The clocks that read the recorded time.
     pub(super) fn clocks(&self) -> (RecordedWallClock, RecordedMonotonicClock) {
         (
-            RecordedWallClock(self.shared.time_ms.clone()),
-            RecordedMonotonicClock(self.shared.time_ms.clone()),
+            RecordedWallClock(self.shared.clock.clone()),
+            RecordedMonotonicClock(self.shared.clock.clone()),
         )
     }
 
@@ -476,36 +472,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     message
-}
-
-/// `wasi:clocks/wall-clock`: the recorded time of the batch.
-pub(super) struct RecordedWallClock(Arc<AtomicI64>);
-
-impl wasmtime_wasi::clocks::HostWallClock for RecordedWallClock {
-    fn resolution(&self) -> Duration {
-        Duration::from_millis(1)
-    }
-
-    fn now(&self) -> Duration {
-        // WASI's wall clock cannot go before 1970; recorded times never do.
-        let ms = self.0.load(Ordering::Relaxed).max(0);
-        Duration::from_millis(ms as u64)
-    }
-}
-
-/// `wasi:clocks/monotonic-clock`: the recorded time of the batch, in
-/// nanoseconds since the Unix epoch (recorded times never decrease).
-pub(super) struct RecordedMonotonicClock(Arc<AtomicI64>);
-
-impl wasmtime_wasi::clocks::HostMonotonicClock for RecordedMonotonicClock {
-    fn resolution(&self) -> u64 {
-        1_000_000
-    }
-
-    fn now(&self) -> u64 {
-        let ms = self.0.load(Ordering::Relaxed).max(0) as u64;
-        ms.saturating_mul(1_000_000)
-    }
 }
 
 /// A deterministic random byte stream: blake3's extendable output under a

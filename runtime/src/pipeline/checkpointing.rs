@@ -9,15 +9,17 @@
 //!
 //! When the uploader reports the epoch committed, the sinks publish it.
 
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::checkpoint::clock_log::{self, StoreClockLog};
 use crate::checkpoint::lookups::{self, StoreLookupLog};
 use crate::checkpoint::recovery::{self, MemoryImages, Restorable};
 use crate::checkpoint::uploader::{EpochUpload, UploadEvent, Uploader};
 use crate::checkpoint::{
-    CheckpointStore, EpochStats, FORMAT_VERSION, LookupEntry, Manifest, RecordedState,
+    CheckpointStore, EpochStats, FORMAT_VERSION, LookupEntry, Manifest, RecordedState, TimeGrant,
 };
 use crate::config::{CheckpointSpec, Pipeline};
 use crate::crashpoint;
@@ -85,6 +87,10 @@ pub struct Checkpointing {
     recorded_lookups: Vec<(String, Vec<LookupEntry>)>,
     /// Per operator, the first lookup-log entry that may still exist.
     lookup_log_floor: std::collections::HashMap<String, u64>,
+    /// The times earlier runs gave records from the restored checkpoint on.
+    recorded_times: Vec<TimeGrant>,
+    /// Where operators' recorded times are written before they read them.
+    clock_log: Arc<StoreClockLog>,
 }
 
 impl Checkpointing {
@@ -116,7 +122,8 @@ impl Checkpointing {
         let restorable = runtime.block_on(async {
             if from_scratch {
                 let deleted = store.delete_task(task).await?
-                    + lookups::delete_all(&store, task).await?;
+                    + lookups::delete_all(&store, task).await?
+                    + clock_log::delete_all(&store, task).await?;
                 if deleted > 0 {
                     tracing::info!(
                         task,
@@ -193,6 +200,17 @@ impl Checkpointing {
                 .map(|r| r.manifest.state_hash().to_string()),
             ..CheckpointSummary::default()
         };
+        let times = runtime.block_on(clock_log::recorded(
+            &store,
+            task,
+            restorable.as_ref().map(|r| &r.manifest),
+        ))?;
+        let clock_log = Arc::new(StoreClockLog::new(
+            store.clone(),
+            task,
+            runtime.handle().clone(),
+            times.logged,
+        ));
         let checkpointing = Checkpointing {
             task: task.to_owned(),
             pipeline: pipeline.spec.name.clone(),
@@ -210,6 +228,8 @@ impl Checkpointing {
             summary,
             recorded_lookups: Vec::new(),
             lookup_log_floor: Default::default(),
+            recorded_times: times.grants,
+            clock_log,
         };
         let mut checkpointing = checkpointing;
         let operators: Vec<String> = pipeline
@@ -240,6 +260,17 @@ impl Checkpointing {
             &self.task,
             self.runtime.handle().clone(),
         ))
+    }
+
+    /// Where the task's recorded times are written before an operator
+    /// reads them.
+    pub fn clock_log(&self) -> Arc<dyn crate::operator::TimeLog> {
+        self.clock_log.clone()
+    }
+
+    /// The times earlier runs gave the records the task reads again (once).
+    pub fn take_recorded_times(&mut self) -> Vec<TimeGrant> {
+        std::mem::take(&mut self.recorded_times)
     }
 
     /// The lookup answers found when the task opened (each once).
@@ -410,6 +441,7 @@ impl Checkpointing {
                 UploadEvent::Committed(manifest) => {
                     self.publish(sinks, manifest.epoch)?;
                     self.forget_logged_lookups(&manifest);
+                    self.clock_log.forget_before(manifest.stats.records_in);
                     self.summary.committed += 1;
                     self.summary.last_epoch = Some(manifest.epoch);
                     self.summary.uploaded_bytes += manifest.stats.new_bytes;

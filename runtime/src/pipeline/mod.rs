@@ -22,6 +22,7 @@ mod recorder;
 pub mod replay;
 mod summary;
 mod task;
+mod timekeeper;
 
 pub use checkpointing::CheckpointSummary;
 pub use dead_letter::Origin;

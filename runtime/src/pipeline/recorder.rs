@@ -1,13 +1,15 @@
 //! The task's side of recorded inputs: it gives every batch its recorded
-//! time, notes where batches were cut and what the epoch wrote, and closes
-//! each epoch's journal at a barrier. In a replay (`weir verify`) it hands
-//! out the journal's cuts and times instead.
+//! time (from its [`Timekeeper`]), notes where batches were cut and what the
+//! epoch wrote, and closes each epoch's journal at a barrier. In a replay
+//! (`weir verify`) it hands out the journal's cuts and times instead.
 
 use std::collections::VecDeque;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::timekeeper::Timekeeper;
 use crate::checkpoint::{
     EpochJournal, Manifest, OperatorJournal, ReadEnd, RecordedRead, RecordedState, SinkOutputs,
+    TimeGrant,
 };
 use crate::operator::TaskInputs;
 use crate::record::Position;
@@ -22,6 +24,8 @@ pub struct Recorder {
     start_position: Position,
     /// The newest recorded time: times never go below it.
     clock_ms: i64,
+    /// Which time each live read gets.
+    timekeeper: Timekeeper,
     reads: Vec<RecordedRead>,
     /// Whether epochs are closed (a task with checkpoints, or a replay):
     /// without, no journal is ever written, and the reads are not kept.
@@ -32,12 +36,14 @@ pub struct Recorder {
 
 impl Recorder {
     /// Records a live run that starts from `base` (or fresh) at `start`;
-    /// `journaling`: whether it takes checkpoints (and so closes epochs).
+    /// `journaling`: whether it takes checkpoints (and so closes epochs);
+    /// `clock`: the times earlier runs gave and how times are granted.
     pub fn live(
         inputs: TaskInputs,
         base: Option<&Manifest>,
         start: Position,
         journaling: bool,
+        clock: ClockSettings,
     ) -> Recorder {
         let clock_ms = base
             .and_then(|m| m.journal.as_ref())
@@ -48,6 +54,13 @@ impl Recorder {
             base_epoch: base.map(|m| m.epoch),
             start_position: start,
             clock_ms,
+            timekeeper: Timekeeper::new(
+                base.map_or(0, |m| m.stats.records_in),
+                clock_ms,
+                clock.recorded,
+                clock.resolution_ms,
+                clock.min_extent,
+            ),
             reads: Vec::new(),
             journaling,
             outputs: Vec::new(),
@@ -62,6 +75,7 @@ impl Recorder {
             base_epoch: journal.base_epoch,
             start_position: journal.start_position.clone(),
             clock_ms: i64::MIN,
+            timekeeper: Timekeeper::new(0, i64::MIN, Vec::new(), 1, 1),
             reads: Vec::new(),
             journaling: true,
             outputs: Vec::new(),
@@ -79,21 +93,39 @@ impl Recorder {
         self.replay.as_mut().map(VecDeque::pop_front)
     }
 
+    /// In a live run, decides the time of the next read and returns how
+    /// many records it may return (at most `max`): a read never mixes
+    /// records of two recorded times.
+    pub fn read_limit(&mut self, max: usize) -> usize {
+        self.timekeeper.plan(max, now_ms())
+    }
+
     /// Notes a read of `records` records ending with `outcome` and returns
-    /// its recorded time: in a live run now (never below the previous
-    /// time), in a replay `replayed`'s.
+    /// its recorded time: in a live run the one [`Recorder::read_limit`]
+    /// decided, in a replay `replayed`'s.
     pub fn read(
         &mut self,
         records: usize,
         outcome: &ReadOutcome,
         replayed: Option<&RecordedRead>,
     ) -> i64 {
+        let clock = self.inputs.clock();
         let time_ms = match replayed {
-            Some(read) => read.time_ms,
-            None => now_ms().max(self.clock_ms),
+            Some(read) => {
+                clock.grant(read.time_ms, None);
+                read.time_ms
+            }
+            None => {
+                let granted = self.timekeeper.read(records, now_ms());
+                match granted.new {
+                    Some(grant) => clock.grant(granted.time_ms, Some(grant)),
+                    None if granted.recorded => clock.grant(granted.time_ms, None),
+                    None => clock.set_time_ms(granted.time_ms),
+                }
+                granted.time_ms
+            }
         };
         self.clock_ms = time_ms;
-        self.inputs.set_time_ms(time_ms);
         let end = match outcome {
             ReadOutcome::More => ReadEnd::More,
             ReadOutcome::Malformed(_) => ReadEnd::Malformed,
@@ -158,6 +190,17 @@ impl Recorder {
         self.base_epoch = Some(epoch);
         journal
     }
+}
+
+/// How a live run's times are granted.
+pub struct ClockSettings {
+    /// The times earlier runs gave the records from the base on
+    /// (`clock_log::recorded`).
+    pub recorded: Vec<TimeGrant>,
+    /// `[determinism] clock_resolution_ms`.
+    pub resolution_ms: u64,
+    /// The fewest records a new grant covers: a whole batch.
+    pub min_extent: usize,
 }
 
 fn now_ms() -> i64 {

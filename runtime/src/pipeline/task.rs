@@ -17,7 +17,7 @@ use super::build::Sinks;
 use super::chain::{Chain, ChainError, Rejected};
 use super::checkpointing::Checkpointing;
 use super::dead_letter::{self, Origin};
-use super::recorder::Recorder;
+use super::recorder::{ClockSettings, Recorder};
 use super::summary::{OperatorStats, SinkStats, Summary};
 
 /// What the task fed its operators since the restore point, in order; replay
@@ -88,16 +88,25 @@ impl Task {
         let seed = super::recorder::task_seed(pipeline.spec.determinism.seed, resumed);
         let log = checkpointing.as_ref().map(Checkpointing::lookup_log);
         let inputs = TaskInputs::new(seed, pipeline.lookup_policy().into(), log, false);
+        let mut recorded_times = Vec::new();
         if let Some(checkpointing) = &mut checkpointing {
             for (operator, entries) in checkpointing.take_recorded_lookups() {
                 inputs.add_recorded(&operator, entries);
             }
+            inputs.clock().set_log(checkpointing.clock_log());
+            recorded_times = checkpointing.take_recorded_times();
+            recorded_times.clear();
         }
         let start = match resumed {
             Some(manifest) => manifest.source_position.clone(),
             None => source.position(),
         };
-        let recorder = Recorder::live(inputs, resumed, start, checkpointing.is_some());
+        let clock = ClockSettings {
+            recorded: recorded_times,
+            resolution_ms: pipeline.spec.determinism.clock_resolution_ms,
+            min_extent: pipeline.spec.batch.max_records,
+        };
+        let recorder = Recorder::live(inputs, resumed, start, checkpointing.is_some(), clock);
         Task::start(
             pipeline,
             operators,
@@ -222,6 +231,9 @@ impl Task {
             if !batch.is_empty() {
                 self.summary.records_in += batch.len() as u64;
                 self.process(&batch, time_ms)?;
+                if let Some(e) = self.recorder.inputs().clock().take_failure() {
+                    return Err(PipelineError::Checkpoint(e));
+                }
             }
             let ended = match outcome {
                 ReadOutcome::More => false,
@@ -311,13 +323,14 @@ impl Task {
     /// it, and the batch's recorded time.
     fn read_batch(&mut self, batch: &mut SourceBatch) -> Result<(ReadOutcome, i64), PipelineError> {
         let Some(replayed) = self.recorder.next_replayed() else {
-            let outcome = self.source.read(self.max_records, batch)?;
+            let max = self.recorder.read_limit(self.max_records);
+            let outcome = self.source.read(max, batch)?;
             let time_ms = self.recorder.read(batch.len(), &outcome, None);
             return Ok((outcome, time_ms));
         };
         // A replay ends where the journal does.
         let Some(read) = replayed else {
-            return Ok((ReadOutcome::End, self.recorder.inputs().time_ms()));
+            return Ok((ReadOutcome::End, self.recorder.inputs().clock().time_ms()));
         };
         let mut outcome = self.read_exactly(read.records as usize, batch)?;
         if read.end == ReadEnd::Malformed && !matches!(outcome, ReadOutcome::Malformed(_)) {
@@ -409,7 +422,7 @@ impl Task {
     fn isolate(&mut self, batch: &SourceBatch, time_ms: i64) -> Result<(), PipelineError> {
         for i in 0..batch.len() {
             let (record, position) = (&batch.records[i..=i], &batch.positions[i..=i]);
-            self.recorder.inputs().set_time_ms(time_ms);
+            self.recorder.inputs().clock().set_time_ms(time_ms);
             match self.run_chain(record, position) {
                 Ok(()) => {
                     self.fed.push(Fed::Batch {
@@ -587,7 +600,7 @@ impl Task {
             batch.clear();
             self.read_exactly(wanted, &mut batch)?;
             if let Fed::Batch { time_ms, .. } = fed {
-                self.recorder.inputs().set_time_ms(time_ms);
+                self.recorder.inputs().clock().set_time_ms(time_ms);
                 let result = self.chain.run(
                     &batch.records,
                     &batch.positions,
