@@ -7,10 +7,7 @@
 
 use std::sync::Mutex;
 
-use bytes::Bytes;
-use object_store::{ObjectStoreExt, PutPayload};
-
-use super::lookups::{backend, delete, list};
+use super::lookups::{delete, list, read_entry, write_entry};
 use super::{CheckpointStore, Manifest, StoreError, TimeGrant, layout};
 use crate::operator::TimeLog;
 
@@ -68,14 +65,7 @@ impl StoreClockLog {
 impl TimeLog for StoreClockLog {
     fn append(&self, grant: &TimeGrant) -> Result<(), String> {
         let key = layout::time_grant(self.store.root(), &self.task, grant.from);
-        let bytes = postcard::to_allocvec(grant).map_err(|e| e.to_string())?;
-        let put = self
-            .store
-            .object_store()
-            .put(&key, PutPayload::from_bytes(Bytes::from(bytes)));
-        self.runtime
-            .block_on(put)
-            .map_err(|e| format!("checkpoint store {}: put {key}: {e}", self.store.describe()))?;
+        write_entry(&self.store, &self.runtime, &key, grant)?;
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         let at = live.partition_point(|g| g.from < grant.from);
         live.insert(at, *grant);
@@ -170,21 +160,7 @@ pub async fn recorded(
         {
             continue;
         }
-        let key = object.location.to_string();
-        let bytes = store
-            .object_store()
-            .get(&object.location)
-            .await
-            .map_err(|e| backend(store, "get", &key, e))?
-            .bytes()
-            .await
-            .map_err(|e| backend(store, "read", &key, e))?;
-        let grant: TimeGrant = postcard::from_bytes(&bytes).map_err(|e| StoreError::Corrupt {
-            store: store.describe().to_owned(),
-            key: key.clone(),
-            reason: format!("not a time grant: {e}"),
-        })?;
-        logged.push(grant);
+        logged.push(read_entry(store, &object.location, "a time grant").await?);
     }
     let (dead, logged) = split_dead(logged, start);
     for grant in dead {
@@ -217,12 +193,10 @@ pub async fn delete_all(store: &CheckpointStore, task: &str) -> Result<usize, St
 mod tests {
     use super::*;
 
-    fn g(from: u64, until: u64, time_ms: i64) -> TimeGrant {
-        TimeGrant {
-            from,
-            until,
-            time_ms,
-        }
+    use crate::checkpoint::TimeGrant as G;
+
+    fn g(from: u64, until: u64, time_ms: i64) -> G {
+        G::new(from, until, time_ms)
     }
 
     #[test]

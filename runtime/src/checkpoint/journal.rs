@@ -66,6 +66,17 @@ pub struct TimeGrant {
     pub time_ms: i64,
 }
 
+impl TimeGrant {
+    /// Records `from..until` at `time_ms`.
+    pub const fn new(from: u64, until: u64, time_ms: i64) -> TimeGrant {
+        TimeGrant {
+            from,
+            until,
+            time_ms,
+        }
+    }
+}
+
 impl EpochJournal {
     /// The times this epoch's records had, as grants: one per read that
     /// returned records, given `end`, the ordinal after the epoch's last

@@ -36,16 +36,26 @@ impl StoreLookupLog {
 impl LookupLog for StoreLookupLog {
     fn append(&self, operator: &str, entry: &LookupEntry) -> Result<(), String> {
         let key = layout::lookup(self.store.root(), &self.task, operator, entry.index);
-        let bytes = postcard::to_allocvec(entry).map_err(|e| e.to_string())?;
-        let put = self
-            .store
-            .object_store()
-            .put(&key, PutPayload::from_bytes(Bytes::from(bytes)));
-        self.runtime
-            .block_on(put)
-            .map(drop)
-            .map_err(|e| format!("checkpoint store {}: put {key}: {e}", self.store.describe()))
+        write_entry(&self.store, &self.runtime, &key, entry)
     }
+}
+
+/// Writes `value` (postcard) at `key` of a write-ahead log, blocking the
+/// caller (an operator's host call) until the store has it.
+pub(super) fn write_entry<T: serde::Serialize>(
+    store: &CheckpointStore,
+    runtime: &tokio::runtime::Handle,
+    key: &object_store::path::Path,
+    value: &T,
+) -> Result<(), String> {
+    let bytes = postcard::to_allocvec(value).map_err(|e| e.to_string())?;
+    let put = store
+        .object_store()
+        .put(key, PutPayload::from_bytes(Bytes::from(bytes)));
+    runtime
+        .block_on(put)
+        .map(drop)
+        .map_err(|e| format!("checkpoint store {}: put {key}: {e}", store.describe()))
 }
 
 pub(super) fn backend(
@@ -76,6 +86,28 @@ pub(super) async fn list(
         .map_err(|e| backend(store, "list", prefix.as_ref(), e))
 }
 
+/// The postcard value at `key` in a write-ahead log (`what` names it in
+/// errors).
+pub(super) async fn read_entry<T: serde::de::DeserializeOwned>(
+    store: &CheckpointStore,
+    key: &object_store::path::Path,
+    what: &str,
+) -> Result<T, StoreError> {
+    let bytes = store
+        .object_store()
+        .get(key)
+        .await
+        .map_err(|e| backend(store, "get", key.as_ref(), e))?
+        .bytes()
+        .await
+        .map_err(|e| backend(store, "read", key.as_ref(), e))?;
+    postcard::from_bytes(&bytes).map_err(|e| StoreError::Corrupt {
+        store: store.describe().to_owned(),
+        key: key.to_string(),
+        reason: format!("not {what}: {e}"),
+    })
+}
+
 /// The answers a task resuming from `restored` (or fresh) may be asked
 /// again, per operator: the entries of the log numbered from where the
 /// checkpoint left each operator, and the lookups in the journals of
@@ -104,21 +136,7 @@ pub async fn recorded(
                 delete(store.object_store(), &object.location).await;
                 continue;
             }
-            let key = object.location.to_string();
-            let bytes = store
-                .object_store()
-                .get(&object.location)
-                .await
-                .map_err(|e| backend(store, "get", &key, e))?
-                .bytes()
-                .await
-                .map_err(|e| backend(store, "read", &key, e))?;
-            let entry: LookupEntry =
-                postcard::from_bytes(&bytes).map_err(|e| StoreError::Corrupt {
-                    store: store.describe().to_owned(),
-                    key: key.clone(),
-                    reason: format!("not a lookup entry: {e}"),
-                })?;
+            let entry: LookupEntry = read_entry(store, &object.location, "a lookup entry").await?;
             found
                 .entry(operator.clone())
                 .or_default()

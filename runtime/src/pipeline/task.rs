@@ -95,7 +95,6 @@ impl Task {
             }
             inputs.clock().set_log(checkpointing.clock_log());
             recorded_times = checkpointing.take_recorded_times();
-            recorded_times.clear();
         }
         let start = match resumed {
             Some(manifest) => manifest.source_position.clone(),

@@ -158,11 +158,7 @@ mod tests {
     use super::*;
 
     fn g(from: u64, until: u64, time_ms: i64) -> TimeGrant {
-        TimeGrant {
-            from,
-            until,
-            time_ms,
-        }
+        TimeGrant::new(from, until, time_ms)
     }
 
     /// Reads of `max` records (all returned) at times `nows`: (records,
