@@ -116,7 +116,7 @@ impl Recorder {
                 read.time_ms
             }
             None => {
-                let granted = self.timekeeper.read(records, now_ms());
+                let granted = self.timekeeper.read(records);
                 match granted.new {
                     Some(grant) => clock.grant(granted.time_ms, Some(grant)),
                     None if granted.recorded => clock.grant(granted.time_ms, None),

@@ -111,16 +111,11 @@ impl Timekeeper {
         max.min(extent) as usize
     }
 
-    /// Notes that the planned read returned `records` records (after
-    /// [`Timekeeper::plan`]) and returns its time.
-    pub fn read(&mut self, records: usize, now_ms: i64) -> Granted {
-        let planned = match self.planned.take() {
-            Some(planned) => planned,
-            None => {
-                self.plan(records, now_ms);
-                self.planned.take().unwrap_or(Planned::Kept(self.floor_ms))
-            }
-        };
+    /// Notes that the planned read returned `records` records (at most
+    /// what [`Timekeeper::plan`] allowed) and returns its time.
+    pub fn read(&mut self, records: usize) -> Granted {
+        // Unplanned (not a live read): the newest time, nothing granted.
+        let planned = self.planned.take().unwrap_or(Planned::Kept(self.floor_ms));
         let granted = match planned {
             Planned::Recorded(time_ms) => Granted {
                 time_ms,
@@ -167,7 +162,7 @@ mod tests {
         nows.iter()
             .map(|&now| {
                 let n = keeper.plan(max, now);
-                (n, keeper.read(n, now).time_ms)
+                (n, keeper.read(n).time_ms)
             })
             .collect()
     }
@@ -218,10 +213,10 @@ mod tests {
     fn time_never_goes_back_and_an_empty_read_grants_nothing() {
         let mut keeper = Timekeeper::new(0, 2000, vec![], 100, 4);
         let n = keeper.plan(4, 1000);
-        let granted = keeper.read(0, 1000);
+        let granted = keeper.read(0);
         assert_eq!((n, granted.time_ms, granted.new), (4, 2000, None));
         let n = keeper.plan(4, 1000);
-        let granted = keeper.read(n, 1000);
+        let granted = keeper.read(n);
         assert_eq!(granted.new, Some(g(0, 4, 2000)));
     }
 }
