@@ -136,8 +136,12 @@ pub async fn recorded(
         if restored.is_some_and(|r| newer.epoch <= r.epoch) || !newer.committed {
             continue;
         }
-        let Ok(manifest) = store.read_committed(task, newer.epoch).await else {
-            break;
+        let manifest = match store.read_committed(task, newer.epoch).await {
+            Ok(manifest) => manifest,
+            Err(e) => {
+                tracing::debug!(task, "no recorded times from epoch {}: {e}", newer.epoch);
+                break;
+            }
         };
         let Some(journal) = &manifest.journal else {
             break;
@@ -145,10 +149,16 @@ pub async fn recorded(
         let times = journal.time_grants(manifest.stats.records_in);
         // Only an unbroken run of epochs from the restored one.
         if times.first().is_some_and(|g| g.from != covered) {
+            tracing::debug!(
+                task,
+                "no recorded times from epoch {}: it starts at record {:?}, not {covered}",
+                newer.epoch,
+                times.first().map(|g| g.from)
+            );
             break;
         }
         covered = manifest.stats.records_in.max(covered);
-        let _ = times;
+        grants.extend(times);
     }
     let mut logged = Vec::new();
     for object in list(store, &layout::clock_log(store.root(), task)).await? {

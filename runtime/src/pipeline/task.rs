@@ -95,6 +95,13 @@ impl Task {
             }
             inputs.clock().set_log(checkpointing.clock_log());
             recorded_times = checkpointing.take_recorded_times();
+            if let (Some(first), Some(last)) = (recorded_times.first(), recorded_times.last()) {
+                tracing::debug!(
+                    "records {}..{} get the times an earlier run gave them",
+                    first.from,
+                    last.until
+                );
+            }
         }
         let start = match resumed {
             Some(manifest) => manifest.source_position.clone(),

@@ -192,6 +192,17 @@ impl Sink for PartFileSink {
     }
 }
 
+/// The start of an output line, for an error message.
+fn excerpt(line: &[u8]) -> String {
+    const MAX: usize = 200;
+    let text = String::from_utf8_lossy(&line[..line.len().min(MAX)]);
+    if line.len() > MAX {
+        format!("{text}...")
+    } else {
+        text.into_owned()
+    }
+}
+
 impl PartFileSink {
     /// Checks the leading outputs against what was published already and
     /// returns the rest.
@@ -214,8 +225,10 @@ impl PartFileSink {
                 return Err(SinkError::Inconsistent {
                     sink: self.describe.clone(),
                     reason: format!(
-                        "replaying from the checkpoint before epoch {first} did not reproduce the output already published in epochs {first}..={last} (byte {} of it differs); an operator is not deterministic",
-                        republished.checked
+                        "replaying from the checkpoint before epoch {first} did not reproduce the output already published in epochs {first}..={last}: at byte {} of it, published `{}`, replayed `{}`; an operator is not deterministic",
+                        republished.checked,
+                        excerpt(rest.split(|&b| b == b'\n').next().unwrap_or_default()),
+                        excerpt(&output.value),
                     ),
                 });
             }
