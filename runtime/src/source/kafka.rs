@@ -349,6 +349,23 @@ pub trait ConsumerGroup: Send + Sync {
     fn committed(&self, topic: &str, partition: u32) -> Result<Option<(u64, String)>, KafkaError>;
 }
 
+/// How long a group's coordinator may be moving before weir gives up.
+const COORDINATOR_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether `e` says the group's coordinator is moving or loading.
+fn coordinator_moving(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            Code::NotCoordinator
+                | Code::CoordinatorNotAvailable
+                | Code::CoordinatorLoadInProgress
+                | Code::RequestTimedOut
+        )
+    )
+}
+
 /// A group handle over any consumer configured with the group's id.
 pub struct GroupConsumer<C: ConsumerContext + 'static> {
     /// The consumer (a member of the group, or not subscribed at all for
@@ -370,7 +387,21 @@ impl<C: ConsumerContext + 'static> ConsumerGroup for GroupConsumer<C> {
     fn committed(&self, topic: &str, partition: u32) -> Result<Option<(u64, String)>, KafkaError> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(topic, partition as i32);
-        let committed = self.consumer.committed_offsets(tpl, REQUEST_TIMEOUT)?;
+        // The group's coordinator moves or loads (a broker restart, a new
+        // group): transient, so ask again for a while.
+        let deadline = std::time::Instant::now() + COORDINATOR_PATIENCE;
+        let committed = loop {
+            match self
+                .consumer
+                .committed_offsets(tpl.clone(), REQUEST_TIMEOUT)
+            {
+                Err(e) if coordinator_moving(&e) && std::time::Instant::now() < deadline => {
+                    tracing::debug!(group = %self.group, "committed offsets: {e}; asking again");
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                other => break other?,
+            }
+        };
         let Some(elem) = committed.find_partition(topic, partition as i32) else {
             return Ok(None);
         };
