@@ -232,13 +232,18 @@ impl PrivateS3 {
     }
 
     fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.pid.to_string())
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -{name} {} failed", self.pid);
+        signal(self.pid, name);
     }
+}
+
+/// `kill -NAME pid`, which must succeed.
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid} failed");
 }
 
 impl Drop for PrivateS3 {

@@ -218,7 +218,7 @@ impl Subject {
         assert_eq!(events.len(), 1);
         match events.pop().unwrap() {
             UploadEvent::Committed(manifest) => (*manifest, disk_bytes(self.dir.path()) - before),
-            UploadEvent::Failed { epoch, error } => panic!("epoch {epoch}: {error}"),
+            UploadEvent::Failed { epoch, error, .. } => panic!("epoch {epoch}: {error}"),
         }
     }
 }

@@ -1531,7 +1531,7 @@ fn a_first_epoch_whose_kept_page_is_gone_is_not_committed_local_and_s3() {
             components: Vec::new(),
         });
         match next_event(&mut uploader) {
-            UploadEvent::Failed { epoch, error } => {
+            UploadEvent::Failed { epoch, error, .. } => {
                 assert_eq!(epoch, 5);
                 assert_contains(
                     &error.to_string(),

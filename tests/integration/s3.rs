@@ -4,13 +4,16 @@
 //! bucket and wrong credentials (one clear line each), and the server
 //! frozen mid-run, briefly (weir retries and carries on, committing no
 //! epoch with a page missing) and for longer than the upload deadline (the
-//! run stops with a clear error, and a later run resumes exactly).
+//! run stops with a clear error, and a later run resumes exactly), also
+//! with the commit marker on the wire (the error says the epoch may be
+//! committed; a marker that lands is honored by the next run, whose
+//! restore then publishes the epoch as after a kill at `after-commit`).
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use weir_tests::services::{PrivateS3, fresh_bucket, s3_env};
+use weir_tests::services::{PrivateS3, fresh_bucket, s3_env, signal};
 use weir_tests::{Fixture, Run, assert_contains, read_parts, repo_root, weir_bin};
 
 use crate::inspect::one_line_error;
@@ -412,21 +415,62 @@ fn a_frozen_s3_server_makes_weir_retry_and_carry_on_without_a_damaged_epoch() {
 
 #[test]
 fn an_outage_longer_than_the_upload_deadline_stops_the_run_and_a_rerun_resumes_exactly() {
+    // The freeze may catch the epoch before its commit marker was sent (then
+    // it is not committed), or with the marker on the wire: a stopped server
+    // still has the request in its socket and may store it once thawed,
+    // after the run gave up. weir must say which, and be right either way.
+    past_the_deadline("deadline", None).resumes_exactly();
+}
+
+#[test]
+fn an_unconfirmed_commit_marker_is_reported_and_honored_if_it_landed() {
+    // weir stops itself once epoch 3's manifest is stored and before its
+    // marker is sent; the server is frozen before weir goes on, so the
+    // marker goes to a server that does not answer.
+    let outage = past_the_deadline("unconfirmed", Some("before-commit:3"));
+    assert_eq!(outage.failed, 3, "{}", outage.stderr);
+    assert!(
+        outage.unconfirmed,
+        "the marker was sent, yet weir says the epoch is not committed: {}",
+        outage.stderr
+    );
+    outage.resumes_exactly();
+}
+
+/// A payments run on a private server frozen for longer than the run's 5 s
+/// upload deadline, from the moment weir stops itself at `pause_at` (a
+/// `WEIR_PAUSE_AT` point), or once 2 epochs are committed; thawed after
+/// the run gave up.
+fn past_the_deadline(name: &str, pause_at: Option<&str>) -> Outage {
     const RECORDS: u64 = 300_000;
     let (expected, reference) = reference(RECORDS);
+    let mut extra = vec![("WEIR_CHECKPOINT_UPLOAD_DEADLINE", "5s")];
+    extra.extend(pause_at.map(|point| ("WEIR_PAUSE_AT", point)));
     let Running {
         server,
         store,
         env,
         fx,
         mut child,
-    } = running_on_private_s3(
-        "deadline",
-        RECORDS,
-        3,
-        &[("WEIR_CHECKPOINT_UPLOAD_DEADLINE", "5s")],
-    );
+    } = running_on_private_s3(name, RECORDS, 3, &extra);
+    if let Some(point) = pause_at {
+        let started = Instant::now();
+        while !stopped(&child) {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the run ended before WEIR_PAUSE_AT={point} stopped it"
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "the run did not stop at {point} within 2 minutes"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     server.freeze();
+    if pause_at.is_some() {
+        signal(child.id(), "CONT");
+    }
     let started = Instant::now();
     while child.try_wait().unwrap().is_none() {
         assert!(
@@ -437,6 +481,32 @@ fn an_outage_longer_than_the_upload_deadline_stops_the_run_and_a_rerun_resumes_e
     }
     let run: Run = child.wait_with_output().unwrap().into();
     server.thaw();
+    let (failed, unconfirmed) = gave_up(&run, &store);
+    Outage {
+        _server: server,
+        fx,
+        store,
+        env,
+        failed,
+        unconfirmed,
+        stderr: run.stderr,
+        expected,
+        reference,
+    }
+}
+
+/// Whether `child` is stopped (by SIGSTOP): state `T` in /proc.
+fn stopped(child: &Child) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
+    // pid (comm) state ...: the command name may hold spaces and parentheses.
+    stat.rsplit_once(") ")
+        .is_some_and(|(_, rest)| rest.starts_with('T'))
+}
+
+/// Checks the one-line error of a run that gave up on an epoch after the
+/// 5 s upload deadline; returns the epoch, and whether weir said its commit
+/// marker was sent and never confirmed.
+fn gave_up(run: &Run, store: &str) -> (u64, bool) {
     assert!(!run.success);
     let last = run.stderr.trim_end().lines().last().unwrap_or_default();
     assert!(
@@ -444,48 +514,106 @@ fn an_outage_longer_than_the_upload_deadline_stops_the_run_and_a_rerun_resumes_e
         "{}",
         run.stderr
     );
-    assert_contains(
-        last,
-        &[
-            "could not be stored, so it is not committed and its outputs stay unpublished: ",
-            &format!("checkpoint store {store}: epoch "),
-            "still could not be stored after ",
-            "(the limit is WEIR_CHECKPOINT_UPLOAD_DEADLINE=5s); last error: ",
-        ],
-    );
     let failed: u64 = last["error: checkpoint: epoch ".len()..]
         .split(' ')
         .next()
         .unwrap()
         .parse()
         .unwrap();
-    // The epoch that failed is not committed, and what a reader sees is a
-    // prefix of the ledger.
-    let listed = epochs(&fx, &store, &env);
-    assert!(
-        !listed
-            .iter()
-            .any(|&(e, committed)| e == failed && committed),
-        "epoch {failed} was committed: {listed:?}"
+    let unconfirmed = last.contains(" may or may not be committed: ");
+    let verdict = if unconfirmed {
+        format!(
+            "its commit marker was sent but the store never confirmed it, so this run does not publish its outputs; the next run restores epoch {failed} and publishes them if the marker was stored, and resumes from the epoch before it if not: "
+        )
+    } else {
+        "could not be stored, so it is not committed and its outputs stay unpublished: ".into()
+    };
+    assert_contains(
+        last,
+        &[
+            &verdict,
+            &format!("checkpoint store {store}: epoch {failed} "),
+            "still could not be stored after ",
+            "(the limit is WEIR_CHECKPOINT_UPLOAD_DEADLINE=5s); last error: ",
+        ],
     );
-    let seen = ledger(&fx);
-    assert!(expected.starts_with(&seen) && seen.len() < expected.len());
+    (failed, unconfirmed)
+}
 
-    // With the server back, a new run resumes and ends exactly. (With the
-    // default deadline: if the outage caught the run's own garbage
-    // collection, its lease is honored until it runs out.)
-    let env: Vec<_> = env
-        .into_iter()
-        .filter(|(k, _)| *k != "WEIR_CHECKPOINT_UPLOAD_DEADLINE")
-        .collect();
-    let resumed = summary(weir(&fx, &["run", "pipeline.toml", "--json"], &env));
-    assert!(resumed["checkpoints"]["resumed_from"].as_u64().unwrap() < failed);
-    assert!(
-        ledger(&fx) == expected,
-        "the ledger differs from an uninterrupted run's"
-    );
-    assert_eq!(
-        resumed["checkpoints"]["state_hash"],
-        reference["checkpoints"]["state_hash"]
-    );
+/// A run that gave up on epoch `failed`, and what it must leave behind.
+struct Outage {
+    /// The server, which lives as long as this.
+    _server: PrivateS3,
+    fx: Fixture,
+    store: String,
+    env: Vec<(&'static str, String)>,
+    failed: u64,
+    /// Whether weir said the epoch's commit marker was sent and never
+    /// confirmed.
+    unconfirmed: bool,
+    stderr: String,
+    /// The ledger of an uninterrupted run.
+    expected: Vec<u8>,
+    /// Its summary.
+    reference: Value,
+}
+
+impl Outage {
+    /// Nothing of the failed epoch was published, and with the server back
+    /// a new run resumes from the right epoch and ends exactly as an
+    /// uninterrupted run did.
+    fn resumes_exactly(&self) {
+        let seen = ledger(&self.fx);
+        assert!(
+            self.expected.starts_with(&seen) && seen.len() < self.expected.len(),
+            "a reader sees more than a prefix of the ledger"
+        );
+        // The rerun runs with the default deadline (if the outage caught
+        // the run's own garbage collection, its lease is honored until it
+        // runs out) and without the pause.
+        let env: Vec<_> = self
+            .env
+            .iter()
+            .filter(|(k, _)| !matches!(*k, "WEIR_CHECKPOINT_UPLOAD_DEADLINE" | "WEIR_PAUSE_AT"))
+            .cloned()
+            .collect();
+        let failed = self.failed;
+        let listed = epochs(&self.fx, &self.store, &env);
+        let committed = listed.iter().any(|&(e, c)| e == failed && c);
+        // A marker that was never sent cannot land; one that was may have,
+        // and then it must be honored.
+        assert!(
+            self.unconfirmed || !committed,
+            "epoch {failed} was committed: {listed:?}"
+        );
+        let resumed = summary(weir(&self.fx, &["run", "pipeline.toml", "--json"], &env));
+        let resumed_from = resumed["checkpoints"]["resumed_from"].as_u64().unwrap();
+        eprintln!(
+            "epoch {failed} failed ({}); committed before the rerun: {committed}; the rerun resumed from {resumed_from}",
+            if self.unconfirmed {
+                "unconfirmed"
+            } else {
+                "not committed"
+            }
+        );
+        if committed {
+            assert_eq!(resumed_from, failed);
+        } else if self.unconfirmed {
+            // The marker may land between the listing and the rerun.
+            assert!(
+                resumed_from == failed || resumed_from == failed - 1,
+                "resumed from {resumed_from}, epoch {failed} failed"
+            );
+        } else {
+            assert_eq!(resumed_from, failed - 1);
+        }
+        assert!(
+            ledger(&self.fx) == self.expected,
+            "the ledger differs from an uninterrupted run's"
+        );
+        assert_eq!(
+            resumed["checkpoints"]["state_hash"],
+            self.reference["checkpoints"]["state_hash"]
+        );
+    }
 }

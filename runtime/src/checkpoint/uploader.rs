@@ -68,13 +68,28 @@ pub struct EpochUpload {
 pub enum UploadEvent {
     /// The epoch is the recovery point now.
     Committed(Box<Manifest>),
-    /// The epoch could not be made durable; it is not committed.
+    /// The epoch could not be made durable.
     Failed {
         /// The epoch.
         epoch: u64,
         /// Why.
         error: StoreError,
+        /// Whether it may be committed all the same.
+        commit: CommitFate,
     },
+}
+
+/// Whether a failed epoch may still become committed: a request the store
+/// never answered may yet take effect (a server that stalls and then
+/// catches up, a reply lost on the way back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitFate {
+    /// Its commit marker was never sent: it is not committed, and never
+    /// will be (the next run numbers its epochs past it).
+    NotCommitted,
+    /// Its marker was sent and the store never confirmed it. It may be
+    /// stored; the next run finds out and restores it if it is.
+    Unconfirmed,
 }
 
 /// Handle on the upload thread of one task.
@@ -140,7 +155,11 @@ impl Uploader {
                             }
                             UploadEvent::Committed(Box::new(manifest))
                         }
-                        Err(error) => UploadEvent::Failed { epoch, error },
+                        Err((error, commit)) => UploadEvent::Failed {
+                            epoch,
+                            error,
+                            commit,
+                        },
                     };
                     if event_tx.send(event).is_err() {
                         break;
@@ -215,6 +234,8 @@ impl Uploader {
                     store: self.describe.clone(),
                     epoch,
                 },
+                // The thread may have died with the marker in flight.
+                commit: CommitFate::Unconfirmed,
             })
             .collect()
     }
@@ -241,6 +262,8 @@ struct Progress {
     /// commit marker with it, so a retry must not store a manifest with
     /// other statistics (a marker names its manifest by hash).
     manifest: Option<Manifest>,
+    /// Whether some attempt sent the commit marker.
+    commit_sent: bool,
 }
 
 /// Stores and commits one epoch, attempt after attempt while the errors
@@ -250,18 +273,37 @@ async fn store_epoch(
     task: &str,
     job: &EpochUpload,
     previous: &Option<HashSet<Hash>>,
+) -> Result<Manifest, (StoreError, CommitFate)> {
+    let mut progress = Progress::default();
+    store_attempts(store, task, job, previous, &mut progress)
+        .await
+        .map_err(|error| {
+            let fate = if progress.commit_sent {
+                CommitFate::Unconfirmed
+            } else {
+                CommitFate::NotCommitted
+            };
+            (error, fate)
+        })
+}
+
+async fn store_attempts(
+    store: &CheckpointStore,
+    task: &str,
+    job: &EpochUpload,
+    previous: &Option<HashSet<Hash>>,
+    progress: &mut Progress,
 ) -> Result<Manifest, StoreError> {
     let epoch = job.manifest.epoch;
     let started = Instant::now();
     let deadline = store.upload_deadline();
-    let mut progress = Progress::default();
     let mut attempts = 0u32;
     loop {
         attempts += 1;
         let remaining = deadline.saturating_sub(started.elapsed());
         let outcome = tokio::time::timeout(
             remaining,
-            attempt(store, task, job, previous.as_ref(), started, &mut progress),
+            attempt(store, task, job, previous.as_ref(), started, progress),
         )
         .await
         .unwrap_or_else(|_| {
@@ -395,6 +437,7 @@ async fn attempt(
     }
 
     crashpoint::reached("before-commit");
+    progress.commit_sent = true;
     store.commit(task, epoch, &marker).await?;
     crashpoint::reached("after-commit");
     Ok(manifest)

@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::checkpoint::clock_log::{self, StoreClockLog};
 use crate::checkpoint::lookups::{self, StoreLookupLog};
 use crate::checkpoint::recovery::{self, MemoryImages, Restorable};
-use crate::checkpoint::uploader::{EpochUpload, UploadEvent, Uploader};
+use crate::checkpoint::uploader::{CommitFate, EpochUpload, UploadEvent, Uploader};
 use crate::checkpoint::{
     CheckpointStore, EpochStats, FORMAT_VERSION, LookupEntry, Manifest, RecordedState, TimeGrant,
 };
@@ -448,9 +448,22 @@ impl Checkpointing {
                     self.summary.state_bytes = manifest.stats.state_bytes;
                     self.summary.state_hash = Some(manifest.state_hash().to_string());
                 }
-                UploadEvent::Failed { epoch, error } => {
+                UploadEvent::Failed {
+                    epoch,
+                    error,
+                    commit: CommitFate::NotCommitted,
+                } => {
                     return Err(PipelineError::Checkpoint(format!(
                         "epoch {epoch} could not be stored, so it is not committed and its outputs stay unpublished: {error}"
+                    )));
+                }
+                UploadEvent::Failed {
+                    epoch,
+                    error,
+                    commit: CommitFate::Unconfirmed,
+                } => {
+                    return Err(PipelineError::Checkpoint(format!(
+                        "epoch {epoch} may or may not be committed: its commit marker was sent but the store never confirmed it, so this run does not publish its outputs; the next run restores epoch {epoch} and publishes them if the marker was stored, and resumes from the epoch before it if not: {error}"
                     )));
                 }
             }
