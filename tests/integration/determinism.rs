@@ -179,6 +179,24 @@ fn echoed_lines(stderr: &str) -> Vec<String> {
 /// `weir verify --all` succeeds and says every epoch (at least `min`) is
 /// identical.
 #[track_caller]
+/// The clock log's objects in `fx`'s local store
+/// (`tasks/<task>/clock/<from>`).
+fn logged_grants(fx: &Fixture) -> Vec<std::path::PathBuf> {
+    fn walk(dir: &std::path::Path, found: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, found);
+            } else if path.parent().and_then(|p| p.file_name()) == Some("clock".as_ref()) {
+                found.push(path);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(fx.dir.path(), &mut found);
+    found
+}
+
 fn verify_all(fx: &Fixture, min: usize) -> String {
     let run = fx.weir(&["verify", "pipeline.toml", "--all"]).ok();
     let last = run.stdout.lines().last().unwrap_or_default().to_owned();
@@ -284,6 +302,10 @@ fn recorded_inputs_survive_kill_9_and_every_epoch_verifies_by_replay() {
     // same check.
     verify_all(&fx, 14);
     verify_all(&reference, 14);
+    // A finished run leaves no clock grant behind: every record it read is
+    // in a committed checkpoint.
+    assert_eq!(logged_grants(&fx), Vec::<std::path::PathBuf>::new());
+    assert_eq!(logged_grants(&reference), Vec::<std::path::PathBuf>::new());
     let deep = fx
         .weir(&[
             "checkpoints",

@@ -7,7 +7,7 @@
 
 use std::sync::Mutex;
 
-use super::lookups::{delete, list, read_entry, write_entry};
+use super::wal::{delete, list, read_entry, write_entry};
 use super::{CheckpointStore, Manifest, StoreError, TimeGrant, layout};
 use crate::operator::TimeLog;
 
@@ -46,19 +46,33 @@ impl StoreClockLog {
             *live = kept;
             dead
         };
-        if dead.is_empty() {
-            return;
+        if !dead.is_empty() {
+            self.runtime.spawn(self.delete(dead));
         }
+    }
+
+    /// Deletes every grant, and waits for it: the run ends with a committed
+    /// checkpoint after every record it read, so none can be needed again
+    /// (the newest grant reaches past the last record, so `forget_before`
+    /// never drops it).
+    pub fn forget_all(&self) {
+        let dead = std::mem::take(&mut *self.live.lock().unwrap_or_else(|e| e.into_inner()));
+        if !dead.is_empty() {
+            self.runtime.block_on(self.delete(dead));
+        }
+    }
+
+    fn delete(&self, grants: Vec<TimeGrant>) -> impl Future<Output = ()> + use<> {
         let store = self.store.object_store().clone();
-        let keys: Vec<_> = dead
+        let keys: Vec<_> = grants
             .iter()
             .map(|g| layout::time_grant(self.store.root(), &self.task, g.from))
             .collect();
-        self.runtime.spawn(async move {
+        async move {
             for key in keys {
                 delete(&store, &key).await;
             }
-        });
+        }
     }
 }
 

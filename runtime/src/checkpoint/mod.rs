@@ -27,6 +27,7 @@ pub mod manifest;
 pub mod recovery;
 mod store;
 pub mod uploader;
+mod wal;
 
 pub use journal::{
     EpochJournal, LookupAnswer, LookupEntry, LookupRequest, OperatorJournal, ReadEnd, RecordedRead,

@@ -28,6 +28,8 @@ pub struct TaskClock {
     log: OnceLock<Arc<dyn TimeLog>>,
     /// Why a pending grant could not be written (the task stops).
     failure: Mutex<Option<String>>,
+    /// Fast check for `failure`, read after every batch.
+    has_failure: AtomicBool,
 }
 
 impl TaskClock {
@@ -59,10 +61,12 @@ impl TaskClock {
 
     /// Why a time an operator read could not be written, if it could not.
     pub fn take_failure(&self) -> Option<String> {
-        self.failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
+        if !self.has_failure.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        self.has_failure.store(false, Ordering::Relaxed);
+        failure.take()
     }
 
     /// What a clock read returns: the time, written ahead if pending.
@@ -88,6 +92,7 @@ impl TaskClock {
                 grant.from
             );
             *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
+            self.has_failure.store(true, Ordering::Release);
         }
     }
 }

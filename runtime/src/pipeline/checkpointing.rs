@@ -435,6 +435,14 @@ impl Checkpointing {
         self.apply(events, sinks)
     }
 
+    /// Once every record read is in a committed checkpoint: the clock log
+    /// is of no further use.
+    pub fn forget_clock_grants(&self) {
+        if !self.has_unsaved_records() {
+            self.clock_log.forget_all();
+        }
+    }
+
     fn apply(&mut self, events: Vec<UploadEvent>, sinks: &mut Sinks) -> Result<(), PipelineError> {
         for event in events {
             match event {

@@ -320,6 +320,7 @@ impl Task {
         }
         if let Some(checkpointing) = &mut self.checkpointing {
             checkpointing.finish(&mut self.sinks)?;
+            checkpointing.forget_clock_grants();
         }
         Ok(())
     }

@@ -159,8 +159,8 @@ pub struct TransactionalProducer {
     /// Source positions epochs end at.
     positions: BTreeMap<u64, Position>,
     /// Outputs of the next epoch, held while the previous one waits for
-    /// its checkpoint.
-    held: Vec<(String, Output)>,
+    /// its checkpoint: each write's topic and outputs, in order.
+    held: Vec<(String, Vec<Output>)>,
     /// The newest epoch committed in Kafka.
     committed: u64,
     /// The committed epoch found at open, and the offset committed with it.
@@ -296,8 +296,7 @@ impl TransactionalProducer {
 
     fn write(&mut self, topic: &str, outputs: &[Output]) -> Result<(), SinkError> {
         if !self.prepared.is_empty() {
-            self.held
-                .extend(outputs.iter().map(|o| (topic.to_owned(), o.clone())));
+            self.held.push((topic.to_owned(), outputs.to_vec()));
             return Ok(());
         }
         self.begin()?;
@@ -371,18 +370,8 @@ impl TransactionalProducer {
         self.positions.retain(|&e, _| e > epoch);
         if self.prepared.is_empty() && !self.held.is_empty() {
             self.begin()?;
-            let held = std::mem::take(&mut self.held);
-            let mut start = 0;
-            while start < held.len() {
-                let topic = held[start].0.clone();
-                let end = held[start..]
-                    .iter()
-                    .position(|(t, _)| *t != topic)
-                    .map_or(held.len(), |n| start + n);
-                let outputs: Vec<Output> =
-                    held[start..end].iter().map(|(_, o)| o.clone()).collect();
+            for (topic, outputs) in std::mem::take(&mut self.held) {
                 produce(&self.producer, &topic, &outputs).map_err(|e| self.fail("produce", e))?;
-                start = end;
             }
         }
         Ok(())
