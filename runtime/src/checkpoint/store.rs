@@ -136,7 +136,7 @@ pub enum StoreError {
     },
     /// The upload thread stopped (it panicked) with an epoch not stored.
     #[error(
-        "checkpoint store {store}: the upload thread stopped before epoch {epoch} was stored; the epoch is not committed (this is a bug in weir)"
+        "checkpoint store {store}: the upload thread stopped while epoch {epoch} was being stored (this is a bug in weir)"
     )]
     UploaderGone {
         /// The store.

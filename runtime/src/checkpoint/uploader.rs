@@ -90,6 +90,8 @@ pub enum CommitFate {
     /// Its marker was sent and the store never confirmed it. It may be
     /// stored; the next run finds out and restores it if it is.
     Unconfirmed,
+    /// The upload thread died, perhaps with the marker in flight.
+    Unknown,
 }
 
 /// Handle on the upload thread of one task.
@@ -234,8 +236,7 @@ impl Uploader {
                     store: self.describe.clone(),
                     epoch,
                 },
-                // The thread may have died with the marker in flight.
-                commit: CommitFate::Unconfirmed,
+                commit: CommitFate::Unknown,
             })
             .collect()
     }

@@ -459,19 +459,20 @@ impl Checkpointing {
                 UploadEvent::Failed {
                     epoch,
                     error,
-                    commit: CommitFate::NotCommitted,
+                    commit,
                 } => {
+                    let may_be = |why: &str| {
+                        format!(
+                            "may or may not be committed: {why}, so this run does not publish its outputs; the next run restores epoch {epoch} and publishes them if the marker was stored, and resumes from the epoch before it if not"
+                        )
+                    };
+                    let fate = match commit {
+                        CommitFate::NotCommitted => "could not be stored, so it is not committed and its outputs stay unpublished".to_owned(),
+                        CommitFate::Unconfirmed => may_be("its commit marker was sent but the store never confirmed it"),
+                        CommitFate::Unknown => may_be("the upload thread stopped while storing it"),
+                    };
                     return Err(PipelineError::Checkpoint(format!(
-                        "epoch {epoch} could not be stored, so it is not committed and its outputs stay unpublished: {error}"
-                    )));
-                }
-                UploadEvent::Failed {
-                    epoch,
-                    error,
-                    commit: CommitFate::Unconfirmed,
-                } => {
-                    return Err(PipelineError::Checkpoint(format!(
-                        "epoch {epoch} may or may not be committed: its commit marker was sent but the store never confirmed it, so this run does not publish its outputs; the next run restores epoch {epoch} and publishes them if the marker was stored, and resumes from the epoch before it if not: {error}"
+                        "epoch {epoch} {fate}: {error}"
                     )));
                 }
             }
