@@ -176,9 +176,6 @@ fn echoed_lines(stderr: &str) -> Vec<String> {
         .collect()
 }
 
-/// `weir verify --all` succeeds and says every epoch (at least `min`) is
-/// identical.
-#[track_caller]
 /// The clock log's objects in `fx`'s local store
 /// (`tasks/<task>/clock/<from>`).
 fn logged_grants(fx: &Fixture) -> Vec<std::path::PathBuf> {
@@ -197,6 +194,9 @@ fn logged_grants(fx: &Fixture) -> Vec<std::path::PathBuf> {
     found
 }
 
+/// `weir verify --all` succeeds and says every epoch (at least `min`) is
+/// identical.
+#[track_caller]
 fn verify_all(fx: &Fixture, min: usize) -> String {
     let run = fx.weir(&["verify", "pipeline.toml", "--all"]).ok();
     let last = run.stdout.lines().last().unwrap_or_default().to_owned();
